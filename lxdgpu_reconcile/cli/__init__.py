@@ -1,0 +1,18 @@
+"""Command-line interface: thin typer commands over the library.
+
+Each command module registers itself on ``app``; commands parse options, call one library
+function, render with ``report`` and map domain errors to exit codes.
+"""
+
+from __future__ import annotations
+
+from lxdgpu_reconcile.cli import validate as _validate  # noqa: F401  (registers commands)
+from lxdgpu_reconcile.cli.app import app
+
+
+def main() -> None:
+    """Run the command line."""
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,268 @@
+"""The fleet file, format version 1, as frozen pydantic models.
+
+Pure: no I/O. The loader (``spec.loading``) turns YAML into plain data with source positions and
+validates it against ``Fleet``; the cross-reference rules (``spec.rules``) run on the result.
+Every model forbids unknown keys, so a typo is an error with a suggestion rather than a silently
+ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
+
+FORMAT_VERSION = 1
+
+#: LXD instance names: 1-63 letters, digits and hyphens, not starting with a digit or hyphen and not
+#: ending with a hyphen.
+INSTANCE_NAME_RE = re.compile(r"^[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+class Model(BaseModel):
+    """Base of every fleet model: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+def _no_separator(value: str) -> str:
+    if ":" in value or "/" in value:
+        raise ValueError(
+            f"{value!r} contains ':' or '/', which lxc uses to separate remotes and paths; "
+            "choose a name without them"
+        )
+    return value
+
+
+def _as_text(value: Any) -> Any:
+    """Versions are text: the loader keeps ``10.0`` as written; an int becomes its digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _instance_name(value: str) -> str:
+    if not INSTANCE_NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid LXD container name: use 1-63 letters, digits and hyphens, "
+            "starting with a letter and not ending with a hyphen"
+        )
+    return value
+
+
+def _host_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} is relative: host paths must be absolute")
+    if ".." in value.split("/"):
+        raise ValueError(f"{value!r} contains '..': write the path without it")
+    return value
+
+
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+#: A name for a fleet object (host, profile, template, user, image server, alias).
+Name = Annotated[str, StringConstraints(min_length=1, max_length=63), AfterValidator(_no_separator)]
+InstanceName = Annotated[str, AfterValidator(_instance_name)]
+#: A version string such as ``10.0`` or ``12.10``, kept exactly as written.
+Version = Annotated[str, BeforeValidator(_as_text), StringConstraints(min_length=1)]
+HostPath = Annotated[str, AfterValidator(_host_path)]
+#: A user name as on the host (``useradd``): lower-case letters, digits, ``_`` and ``-``.
+UserName = Annotated[
+    str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+]
+#: LXD's own configuration values are strings; plain numbers and true/false are accepted and
+#: written as LXD writes them.
+LxdValue = Annotated[str, BeforeValidator(lambda v: _lxd_text(v))]
+#: A host id of a real account, never a system one.
+HostId = Annotated[int, Field(ge=1000, le=4294967294)]
+
+
+def _lxd_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+def _cpu(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a CPU count such as 16 or a share such as '75%'")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError("a CPU count must be at least 1")
+        return value
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*%\s*", value)
+        if match:
+            percent = int(match.group(1))
+            if not 1 <= percent <= 100:
+                raise ValueError("a CPU share must be between 1% and 100%")
+            return f"{percent}%"
+        if value.strip().isdigit():
+            return _cpu(int(value))
+    raise ValueError(f"{value!r} is not a CPU limit: write a count such as 16 or a share such as '75%'")
+
+
+#: ``limits.cpu`` as the fleet says it: a count (int) or a share of the host's CPUs (``"75%"``).
+CpuLimit = Annotated[int | str, BeforeValidator(_cpu)]
+
+
+class Defaults(Model):
+    """Settings every user container gets unless the user overrides them."""
+
+    container_user: NonEmpty = Field(
+        "ubuntu", description="The user inside every container that host users map onto."
+    )
+    container_uid: int = Field(
+        1000, ge=1, le=65535, description="Uid and gid of container_user inside the container."
+    )
+    home_source: HostPath = Field(
+        "/home/{user}", description="Host path of a user's home; {user} is the user's name."
+    )
+    home_path: HostPath = Field(
+        "/home/ubuntu/{user}", description="Where the home appears inside the container."
+    )
+    profiles: tuple[Name, ...] = Field(
+        ("default",), description="Profiles every user container gets, in this order."
+    )
+    cpu: CpuLimit = Field(
+        "75%", description="limits.cpu default: a count, or a share of the host's CPUs."
+    )
+    state: Literal["running", "stopped"] = Field(
+        "running", description="Power state of user containers unless a user says otherwise."
+    )
+
+
+class Host(Model):
+    """One LXD server of the fleet and how the tool reaches it."""
+
+    endpoint: NonEmpty = Field(
+        description="https://ADDRESS:PORT, or unix:///path/to/unix.socket for a local daemon."
+    )
+    client_cert: NonEmpty | None = Field(
+        None, description="Client certificate trusted by the host (https); relative to the file."
+    )
+    client_key: NonEmpty | None = Field(
+        None, description="Key of client_cert (https); relative to the fleet file."
+    )
+    server_cert: NonEmpty | None = Field(
+        None, description="The host's own certificate, pinned (https); relative to the file."
+    )
+    gpus: int | None = Field(
+        None, ge=0, description="Expected GPU count; checked against the host before apply."
+    )
+    description: str = ""
+
+
+class ImageServer(Model):
+    """A remote image server that template bases come from (``lxc remote add``)."""
+
+    url: NonEmpty
+    protocol: Literal["simplestreams", "lxd"] = "simplestreams"
+
+
+class Profile(Model):
+    """An LXD profile, with LXD's own keys and values, plus keys of this tool."""
+
+    description: str = ""
+    config: dict[NonEmpty, LxdValue] = Field(default_factory=dict)
+    devices: dict[NonEmpty, dict[NonEmpty, LxdValue]] = Field(default_factory=dict)
+    hosts: tuple[Name, ...] | None = Field(
+        None,
+        description="Hosts that get this profile even without a user who needs it.",
+    )
+    allow_unsafe: bool = Field(
+        False,
+        description=(
+            "Allow security.privileged, raw.lxc, raw.apparmor and raw.seccomp; never sent to LXD."
+        ),
+    )
+
+
+class TemplateFile(Model):
+    """A file pushed into the build container before the steps run."""
+
+    path: HostPath = Field(description="Absolute path inside the build container.")
+    content: str | None = Field(None, description="The file's text.")
+    source: NonEmpty | None = Field(None, description="A local file, relative to the fleet file.")
+    mode: str = Field("0644", pattern=r"^0?[0-7]{3,4}$", description="Octal mode, e.g. '0755'.")
+
+
+class Template(Model):
+    """A container image built from a base image and provisioning steps, published as an alias."""
+
+    alias: Name
+    base: NonEmpty = Field(description="IMAGE_SERVER:ALIAS, or an alias on the build host.")
+    build_host: Name
+    steps: tuple[NonEmpty, ...] = ()
+    files: tuple[TemplateFile, ...] = ()
+    hosts: tuple[Name, ...] | None = Field(
+        None, description="Hosts to copy the image to; default: every host with a user of it."
+    )
+    description: str = ""
+
+
+class User(Model):
+    """A person who gets one container on one host, with their host home mapped in."""
+
+    host: Name
+    template: Name
+    uid: HostId = Field(description="Host uid mapped onto defaults.container_uid.")
+    gid: HostId = Field(description="Host gid mapped onto defaults.container_uid.")
+    cuda: tuple[Version, ...] = Field((), description="CUDA versions mounted from the host.")
+    cpu: CpuLimit | None = Field(None, description="Overrides defaults.cpu.")
+    gpus: Literal["all"] | tuple[Annotated[int, Field(ge=0)], ...] = Field(
+        "all", description="'all', or a list of GPU ids such as [0, 1]."
+    )
+    profiles: tuple[Name, ...] = Field((), description="Extra profiles after defaults.profiles.")
+    state: Literal["running", "stopped"] | None = Field(None, description="Overrides defaults.")
+    container: InstanceName | None = Field(None, description='Default "{user}-container".')
+
+
+class Fleet(Model):
+    """The whole fleet file."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"title": "lxdgpu-reconcile fleet file, format version 1"}
+    )
+
+    version: Literal[1] = Field(description="Format version of the fleet file; must be 1.")
+    defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
+    hosts: dict[Name, Host] = Field(default_factory=dict)
+    image_servers: dict[Name, ImageServer] = Field(default_factory=dict)
+    profiles: dict[Name, Profile] = Field(default_factory=dict)
+    cuda: dict[Version, HostPath] = Field(
+        default_factory=dict, description="CUDA version -> host tree, mounted at the same path."
+    )
+    templates: dict[Name, Template] = Field(default_factory=dict)
+    users: dict[UserName, User] = Field(default_factory=dict)
+
+    def container_of(self, user: str) -> str:
+        """The container name of ``user``."""
+        return self.users[user].container or f"{user}-container"
+
+    def cpu_of(self, user: str) -> int | str:
+        """The CPU limit ``user`` asks for, after defaults."""
+        cpu = self.users[user].cpu
+        return self.defaults.cpu if cpu is None else cpu
+
+    def state_of(self, user: str) -> str:
+        """The power state ``user``'s container should be in."""
+        return self.users[user].state or self.defaults.state
+
+    def profiles_of(self, user: str) -> tuple[str, ...]:
+        """Declared profiles of ``user``'s container (defaults, then the user's own)."""
+        return self.defaults.profiles + self.users[user].profiles
+
+    def users_on(self, host: str) -> Mapping[str, User]:
+        """The users whose container lives on ``host``, in file order."""
+        return {name: u for name, u in self.users.items() if u.host == host}

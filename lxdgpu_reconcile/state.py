@@ -1,0 +1,157 @@
+"""Observed LXD state: an immutable snapshot of every host, pure data.
+
+``observe`` produces a ``FleetSnapshot``; the diff and the planner read it; ``status`` renders it.
+Nothing here does I/O. Values are kept as LXD returns them (config values are strings), so the
+snapshot is also what a saved plan records and what tests build by hand.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Prefix of every key this tool writes into LXD config and image properties.
+TAG_PREFIX = "user.lxdgpu."
+#: Marks an object as created (or adopted) and managed by this tool.
+TAG_MANAGED = "user.lxdgpu.managed"
+#: The fleet user a container belongs to.
+TAG_USER = "user.lxdgpu.user"
+#: Hash of the desired spec the object was last written from.
+TAG_SPEC_HASH = "user.lxdgpu.spec-hash"
+#: Kind of object, e.g. ``container``, ``cuda``, ``profile``, ``build``.
+TAG_ROLE = "user.lxdgpu.role"
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Address(Frozen):
+    """One address of a running instance, as ``/1.0/instances/NAME/state`` lists it."""
+
+    interface: str
+    family: str  # "inet" or "inet6"
+    address: str
+    netmask: str = ""
+    scope: str = ""  # "global", "link", "local"
+
+
+class InstanceObs(Frozen):
+    """An instance as LXD reports it (``recursion`` form)."""
+
+    name: str
+    type: str = "container"
+    status: str  # "Running", "Stopped", "Frozen", ...
+    description: str = ""
+    profiles: tuple[str, ...] = ()
+    config: dict[str, str] = Field(default_factory=dict)
+    devices: dict[str, dict[str, str]] = Field(default_factory=dict)
+    expanded_config: dict[str, str] = Field(default_factory=dict)
+    expanded_devices: dict[str, dict[str, str]] = Field(default_factory=dict)
+    addresses: tuple[Address, ...] = ()
+    created_at: str = ""
+
+    @property
+    def managed(self) -> bool:
+        return self.config.get(TAG_MANAGED) == "true"
+
+    @property
+    def running(self) -> bool:
+        return self.status == "Running"
+
+
+class ProfileObs(Frozen):
+    name: str
+    description: str = ""
+    config: dict[str, str] = Field(default_factory=dict)
+    devices: dict[str, dict[str, str]] = Field(default_factory=dict)
+    used_by: tuple[str, ...] = ()
+
+    @property
+    def managed(self) -> bool:
+        return self.config.get(TAG_MANAGED) == "true"
+
+
+class ImageObs(Frozen):
+    fingerprint: str
+    aliases: tuple[str, ...] = ()
+    properties: dict[str, str] = Field(default_factory=dict)
+    public: bool = False
+    size: int = 0
+    created_at: str = ""
+    architecture: str = ""
+
+    @property
+    def managed(self) -> bool:
+        return self.properties.get(TAG_MANAGED) == "true"
+
+
+class PoolObs(Frozen):
+    name: str
+    driver: str
+    status: str = ""
+
+
+class GpuObs(Frozen):
+    """One GPU card from ``/1.0/resources``."""
+
+    id: int  # the DRM id LXD's gpu device ``id=`` refers to, or the card's index
+    vendor: str = ""
+    product: str = ""
+    driver: str = ""
+    pci_address: str = ""
+    nvidia_uuid: str = ""
+
+
+class HostErrorKind(str, Enum):
+    UNREACHABLE = "unreachable"
+    UNTRUSTED = "untrusted"
+    CERTIFICATE = "certificate"
+    TIMEOUT = "timeout"
+    CONFIG = "config"
+    ERROR = "error"
+
+
+class HostError(Frozen):
+    """Why a host could not be observed, and what the admin can do about it."""
+
+    kind: HostErrorKind
+    message: str
+    hint: str = ""
+
+
+class HostSnapshot(Frozen):
+    """Everything observed on one host. ``error`` is set (and the rest empty) when unreadable."""
+
+    host: str
+    endpoint: str
+    error: HostError | None = None
+    server_version: str = ""
+    api_extensions: tuple[str, ...] = ()
+    cpus: int = 0
+    gpus: tuple[GpuObs, ...] = ()
+    instances: dict[str, InstanceObs] = Field(default_factory=dict)
+    profiles: dict[str, ProfileObs] = Field(default_factory=dict)
+    images: tuple[ImageObs, ...] = ()
+    pools: dict[str, PoolObs] = Field(default_factory=dict)
+
+    @property
+    def reachable(self) -> bool:
+        return self.error is None
+
+    def image_by_alias(self, alias: str) -> ImageObs | None:
+        for image in self.images:
+            if alias in image.aliases:
+                return image
+        return None
+
+
+class FleetSnapshot(Frozen):
+    """The observed state of every host in the fleet, keyed by host name."""
+
+    hosts: dict[str, HostSnapshot] = Field(default_factory=dict)
+
+    @property
+    def unreachable(self) -> tuple[str, ...]:
+        return tuple(name for name, snap in self.hosts.items() if not snap.reachable)
