@@ -1,0 +1,29 @@
+"""Where a fleet is realised: on its real hosts, or rehearsed in the local lab.
+
+Pure data. The lab (``lxdgpu_reconcile.lab``) returns a ``Site`` that roots every host-side path
+inside the lab directory and leaves GPUs unattached; everything else uses ``REAL``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Site(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Prefix for every host-side path (disk sources, CUDA trees, homes); "" on real hosts.
+    host_root: str = ""
+    #: False in the lab: GPU devices and ``nvidia.*`` keys are planned but not written to LXD.
+    attach_gpus: bool = True
+    #: The lab directory when rehearsing in the lab.
+    lab_dir: str | None = None
+
+    def host_path(self, path: str) -> str:
+        """``path`` on the host as LXD must see it on this site."""
+        if not self.host_root:
+            return path
+        return self.host_root.rstrip("/") + "/" + path.lstrip("/")
+
+
+REAL = Site()
