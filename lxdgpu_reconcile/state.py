@@ -7,7 +7,7 @@ snapshot is also what a saved plan records and what tests build by hand.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -104,7 +104,7 @@ class GpuObs(Frozen):
     nvidia_uuid: str = ""
 
 
-class HostErrorKind(str, Enum):
+class HostErrorKind(StrEnum):
     UNREACHABLE = "unreachable"
     UNTRUSTED = "untrusted"
     CERTIFICATE = "certificate"

@@ -1,19 +1,31 @@
 """Read a fleet file: YAML with source positions -> ``Fleet``, or every problem with its line.
 
-PROVISIONAL: full positional loader lands shortly; the API (load_fleet, LoadResult, Problem) is fixed.
+The only I/O here is reading the fleet file (and checking that certificate files exist). Every
+problem found (YAML, structure, types, cross-references, safety rules) is collected and returned
+at once, sorted by position, each as ``FILE:LINE:COL: dotted.key.path: message``.
 """
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pydantic
 import yaml
+from pydantic_core import ErrorDetails
 
-from lxdgpu_reconcile.spec.models import Fleet
+from lxdgpu_reconcile.spec import rules
+from lxdgpu_reconcile.spec.models import FORMAT_VERSION, Fleet, Host
+from lxdgpu_reconcile.spec.yamlsource import Document, Mark, parse
+from lxdgpu_reconcile.spec.yamlsource import Path as KeyPath
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Problem:
     """One problem in a fleet file, pointing at the offending key or value."""
 
@@ -23,6 +35,21 @@ class Problem:
     path: str
     message: str
     severity: str = "error"  # or "warning"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.col}"
+        prefix = "warning: " if self.severity == "warning" else ""
+        return f"{where}: {self.path or '(top level)'}: {prefix}{self.message}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "col": self.col,
+            "path": self.path,
+            "severity": self.severity,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True)
@@ -36,12 +63,300 @@ class LoadResult:
         return tuple(p for p in self.problems if p.severity == "error")
 
     @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "warning")
+
+    @property
     def ok(self) -> bool:
         return self.fleet is not None and not self.errors
 
 
+def dotted(path: KeyPath) -> str:
+    """``("users", "tom", "cuda", 0)`` -> ``users.tom.cuda[0]``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
 def load_fleet(path: Path) -> LoadResult:
-    """Load and validate ``path``. Relative certificate paths come back absolute."""
-    data = yaml.safe_load(path.read_text())
-    fleet = Fleet.model_validate(data)
-    return LoadResult(path=path, fleet=fleet)
+    """Load and validate the fleet file at ``path``.
+
+    The returned ``Fleet`` (present when the file's structure is valid, even if cross-reference
+    problems were found) has relative certificate paths made absolute against the file's folder.
+    """
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return _failed(path, Problem(name, 1, 1, "", f"cannot read the fleet file: {reason}"))
+    except UnicodeDecodeError as exc:
+        return _failed(path, Problem(name, 1, 1, "", f"the fleet file is not UTF-8 text: {exc}"))
+    return load_text(text, name=name, base_dir=path.parent)
+
+
+def load_text(text: str, *, name: str = "fleet.yaml", base_dir: Path | None = None) -> LoadResult:
+    """Validate fleet text; ``base_dir`` anchors relative certificate paths (none: left as is)."""
+    path = Path(name)
+    try:
+        doc = parse(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = Mark.of(exc.problem_mark or exc.context_mark)
+        message = f"YAML syntax error: {exc.problem or exc}"
+        if exc.context:
+            message += f" ({exc.context})"
+        return _failed(path, Problem(name, mark.line, mark.col, "", message))
+    except yaml.YAMLError as exc:
+        return _failed(path, Problem(name, 1, 1, "", f"YAML error: {exc}"))
+
+    problems = [
+        Problem(name, p.mark.line, p.mark.col, dotted(p.path), p.message) for p in doc.problems
+    ]
+    top = _top_level_problem(doc, name)
+    if top is not None:
+        return _failed(path, top, *problems)
+
+    for finding in rules.secret_keys(doc.data):
+        problems.append(_at(doc, name, finding.path, finding.message, key=True))
+
+    fleet, structure = _validate(doc, name)
+    flagged = {p.path for p in problems}
+    problems += [p for p in structure if p.path not in flagged]
+    if fleet is not None:
+        if base_dir is not None:
+            fleet = _absolute_certs(fleet, base_dir)
+        for finding in rules.check(fleet):
+            problems.append(
+                _at(doc, name, finding.path, finding.message, key=finding.at_key)
+                if finding.severity == "error"
+                else _warning(_at(doc, name, finding.path, finding.message, key=finding.at_key))
+            )
+        for finding in _missing_cert_files(fleet):
+            problems.append(_warning(_at(doc, name, finding.path, finding.message, key=False)))
+    return LoadResult(path=path, fleet=fleet, problems=tuple(sorted(set(problems))))
+
+
+def cert_file_problems(result: LoadResult) -> tuple[Problem, ...]:
+    """Missing certificate files of https hosts, as errors: what commands that connect check."""
+    return tuple(
+        Problem(p.file, p.line, p.col, p.path, p.message)
+        for p in result.warnings
+        if p.path.startswith("hosts.") and "does not exist" in p.message
+    )
+
+
+def _failed(path: Path, *problems: Problem) -> LoadResult:
+    return LoadResult(path=path, fleet=None, problems=tuple(sorted(set(problems))))
+
+
+def _warning(problem: Problem) -> Problem:
+    return Problem(
+        problem.file, problem.line, problem.col, problem.path, problem.message, "warning"
+    )
+
+
+def _at(doc: Document, name: str, path: KeyPath, message: str, *, key: bool) -> Problem:
+    mark = doc.positions.key(path) if key else doc.positions.value(path)
+    return Problem(name, mark.line, mark.col, dotted(path), message)
+
+
+def _top_level_problem(doc: Document, name: str) -> Problem | None:
+    if doc.data is None:
+        return Problem(
+            name, 1, 1, "", f"the fleet file is empty: start with 'version: {FORMAT_VERSION}'"
+        )
+    if not isinstance(doc.data, dict):
+        mark = doc.positions.value(())
+        kind = type(doc.data).__name__
+        return Problem(
+            name, mark.line, mark.col, "", f"the top level must be a mapping of keys, not a {kind}"
+        )
+    if "version" not in doc.data:
+        return Problem(
+            name, 1, 1, "version", f"missing 'version': add 'version: {FORMAT_VERSION}' at the top"
+        )
+    if doc.data["version"] != FORMAT_VERSION:
+        mark = doc.positions.value(("version",))
+        return Problem(
+            name,
+            mark.line,
+            mark.col,
+            "version",
+            f"unsupported version {doc.data['version']!r}: this tool reads version "
+            f"{FORMAT_VERSION}",
+        )
+    return None
+
+
+# --- structure and types -------------------------------------------------------------------------
+
+
+def _validate(doc: Document, name: str) -> tuple[Fleet | None, list[Problem]]:
+    """Validate against ``Fleet``, reporting every error pydantic finds.
+
+    Then drop what is broken (the bad field of an entry; the entry, if that field was required)
+    and validate again, so that the cross-reference rules still run on everything well-formed.
+    Only the first round's errors are reported: later rounds only see what the pruning did.
+    """
+    try:
+        return Fleet.model_validate(doc.data), []
+    except pydantic.ValidationError as exc:
+        errors = exc.errors(include_url=False)
+    problems = [_pydantic_problem(doc, name, err) for err in errors]
+    data = doc.data
+    for _ in range(3):
+        data = _without(data, [tuple(err["loc"]) for err in errors])
+        try:
+            return Fleet.model_validate(data), problems
+        except pydantic.ValidationError as exc:
+            errors = exc.errors(include_url=False)
+    return None, problems
+
+
+def _without(data: dict[str, Any], locs: Iterable[KeyPath]) -> dict[str, Any]:
+    """``data`` minus what the errors point at: a field of an entry, an entry, or a section."""
+    data = dict(data)
+    for loc in locs:
+        loc = tuple(p for p in loc if p != "[key]")
+        if not loc or loc[0] not in data or loc[0] == "version":
+            continue
+        section, rest = loc[0], loc[1:]
+        if not rest or not isinstance(data[section], dict) or rest[0] not in data[section]:
+            del data[section]
+            continue
+        entry = data[section][rest[0]]
+        pruned: Any = None
+        if len(rest) >= 2 and isinstance(entry, dict) and rest[1] in entry:
+            pruned = {k: v for k, v in entry.items() if k != rest[1]}
+        data[section] = {k: v for k, v in data[section].items() if k != rest[0]}
+        if pruned is not None:
+            data[section][rest[0]] = pruned
+    return data
+
+
+def _pydantic_problem(doc: Document, name: str, err: ErrorDetails) -> Problem:
+    loc: KeyPath = tuple(p for p in err["loc"] if p != "[key]")
+    kind = err["type"]
+    message = _message(err)
+    on_key = kind in {"extra_forbidden", "missing"} or "[key]" in err["loc"]
+    if kind == "extra_forbidden":
+        message = _unknown_key_message(loc)
+    elif kind == "missing":
+        parent = loc[:-1]
+        mark = doc.positions.key(parent) if parent else Mark(1, 1)
+        return Problem(name, mark.line, mark.col, dotted(loc), message)
+    mark = doc.positions.key(loc) if on_key else doc.positions.value(loc)
+    return Problem(name, mark.line, mark.col, dotted(loc), message)
+
+
+def _message(err: ErrorDetails) -> str:
+    kind, given = err["type"], err.get("input")
+    if kind == "missing":
+        return f"required key {err['loc'][-1]!r} is missing"
+    if kind == "string_type" and isinstance(given, bool):
+        return "expected text, found a boolean: quote it"
+    if kind in {"literal_error", "enum"}:
+        expected = err.get("ctx", {}).get("expected", "")
+        return f"{given!r} is not allowed: expected {expected}"
+    if kind == "value_error":
+        return str(err.get("ctx", {}).get("error", err["msg"]))
+    if kind == "greater_than_equal" and err["loc"][-1] in {"uid", "gid"}:
+        return (
+            f"{given} is a system account id: map a real user's id (1000 or more), never root or "
+            "a system account"
+        )
+    msg = err["msg"]
+    return msg[0].lower() + msg[1:] if msg else kind
+
+
+def _unknown_key_message(loc: KeyPath) -> str:
+    key = str(loc[-1])
+    allowed = _allowed_keys(loc[:-1])
+    message = f"unknown key {key!r}"
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    if close:
+        message += f": did you mean {close[0]!r}?"
+    elif allowed:
+        message += f" (allowed here: {', '.join(sorted(allowed))})"
+    return message
+
+
+def _allowed_keys(path: KeyPath) -> list[str]:
+    """The keys the model allows at ``path``: walks the model annotations along the path."""
+    annotation: Any = Fleet
+    for part in path:
+        annotation = _step(annotation, part)
+        if annotation is None:
+            return []
+    model = _model_in(annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def _step(annotation: Any, part: str | int) -> Any:
+    model = _model_in(annotation)
+    if model is not None:
+        field_info = model.model_fields.get(str(part))
+        return None if field_info is None else field_info.annotation
+    for arg in _args(annotation):
+        origin = typing.get_origin(arg)
+        if origin is dict:
+            return typing.get_args(arg)[1]
+        if origin is tuple or origin is list:
+            return typing.get_args(arg)[0]
+    return None
+
+
+def _args(annotation: Any) -> Iterator[Any]:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        for arg in typing.get_args(annotation):
+            yield from _args(arg)
+    elif origin is typing.Annotated:
+        yield from _args(typing.get_args(annotation)[0])
+    else:
+        yield annotation
+
+
+def _model_in(annotation: Any) -> type[pydantic.BaseModel] | None:
+    for arg in _args(annotation):
+        if isinstance(arg, type) and issubclass(arg, pydantic.BaseModel):
+            return arg
+    return None
+
+
+# --- certificate files ---------------------------------------------------------------------------
+
+
+def _absolute_certs(fleet: Fleet, base_dir: Path) -> Fleet:
+    hosts = {}
+    for name, host in fleet.hosts.items():
+        update = {
+            key: str((base_dir / value).absolute())
+            for key in ("client_cert", "client_key", "server_cert")
+            if (value := getattr(host, key)) is not None and not Path(value).is_absolute()
+        }
+        hosts[name] = host.model_copy(update=update) if update else host
+    return fleet.model_copy(update={"hosts": hosts})
+
+
+def _missing_cert_files(fleet: Fleet) -> Iterator[rules.Finding]:
+    for name, host in fleet.hosts.items():
+        if not host.endpoint.startswith("https://"):
+            continue
+        for key in ("client_cert", "client_key", "server_cert"):
+            value = getattr(host, key)
+            if value is not None and not Path(value).exists():
+                yield rules.Finding(
+                    ("hosts", name, key),
+                    f"{value} does not exist: copy it to this machine (see docs/fleet-file.md, "
+                    "'Connecting to hosts')",
+                )
+
+
+def host_cert_paths(host: Host) -> tuple[str, ...]:
+    """Certificate paths of ``host`` that are set."""
+    return tuple(v for v in (host.client_cert, host.client_key, host.server_cert) if v is not None)

@@ -75,9 +75,7 @@ InstanceName = Annotated[str, AfterValidator(_instance_name)]
 Version = Annotated[str, BeforeValidator(_as_text), StringConstraints(min_length=1)]
 HostPath = Annotated[str, AfterValidator(_host_path)]
 #: A user name as on the host (``useradd``): lower-case letters, digits, ``_`` and ``-``.
-UserName = Annotated[
-    str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
-]
+UserName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")]
 #: LXD's own configuration values are strings; plain numbers and true/false are accepted and
 #: written as LXD writes them.
 LxdValue = Annotated[str, BeforeValidator(lambda v: _lxd_text(v))]
@@ -109,7 +107,9 @@ def _cpu(value: Any) -> Any:
             return f"{percent}%"
         if value.strip().isdigit():
             return _cpu(int(value))
-    raise ValueError(f"{value!r} is not a CPU limit: write a count such as 16 or a share such as '75%'")
+    raise ValueError(
+        f"{value!r} is not a CPU limit: write a count such as 16 or a share such as '75%'"
+    )
 
 
 #: ``limits.cpu`` as the fleet says it: a count (int) or a share of the host's CPUs (``"75%"``).
@@ -236,7 +236,7 @@ class Fleet(Model):
     )
 
     version: Literal[1] = Field(description="Format version of the fleet file; must be 1.")
-    defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
+    defaults: Defaults = Field(default_factory=Defaults)
     hosts: dict[Name, Host] = Field(default_factory=dict)
     image_servers: dict[Name, ImageServer] = Field(default_factory=dict)
     profiles: dict[Name, Profile] = Field(default_factory=dict)

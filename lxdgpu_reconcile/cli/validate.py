@@ -1,0 +1,72 @@
+"""``validate`` and ``schema``: offline checks of a fleet file. No LXD is touched."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from lxdgpu_reconcile.cli.app import app
+from lxdgpu_reconcile.cli.common import FleetOpt, echo_json, err_console, out
+from lxdgpu_reconcile.spec.loading import load_fleet
+from lxdgpu_reconcile.spec.models import Fleet
+
+
+class ProblemFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@app.command()
+def validate(
+    fleet: FleetOpt = "fleet.yaml",  # type: ignore[assignment]
+    output: Annotated[
+        ProblemFormat,
+        typer.Option("--format", help="text: one problem per line; json: a list for bots."),
+    ] = ProblemFormat.text,
+) -> None:
+    """Check a fleet file offline and print every problem with its line.
+
+    Example: [bold]lxdgpu-reconcile validate -f fleet.yaml[/bold]
+    """
+    result = load_fleet(fleet)
+    if output is ProblemFormat.json:
+        echo_json([p.as_json() for p in result.problems])
+    else:
+        for problem in result.problems:
+            out.print(str(problem), markup=False, soft_wrap=True)
+    if not result.ok:
+        if output is ProblemFormat.text:
+            count = len(result.errors)
+            err_console.print(
+                f"{fleet}: {count} error{'s' if count != 1 else ''}; fix them and run "
+                "validate again",
+                markup=False,
+                highlight=False,
+            )
+        raise typer.Exit(1)
+    if output is ProblemFormat.text:
+        assert result.fleet is not None
+        out.print(summary(result.fleet, str(fleet)), markup=False, highlight=False)
+
+
+def summary(fleet: Fleet, name: str) -> str:
+    """The one-line summary of a valid fleet."""
+    counts = [
+        (len(fleet.hosts), "host"),
+        (len(fleet.profiles), "profile"),
+        (len(fleet.templates), "template"),
+        (len(fleet.users), "user"),
+    ]
+    parts = ", ".join(f"{n} {word}{'' if n == 1 else 's'}" for n, word in counts)
+    return f"{name}: valid ({parts})"
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the fleet file, for editor completion.
+
+    Example: [bold]lxdgpu-reconcile schema > fleet.schema.json[/bold]
+    """
+    echo_json(Fleet.model_json_schema(mode="validation"))

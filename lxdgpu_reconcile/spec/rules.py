@@ -1,0 +1,298 @@
+"""Rules a well-typed fleet must also satisfy: references, uniqueness, safety. Pure.
+
+Each rule yields ``Finding``s with the path of keys they concern; the loader turns them into
+``FILE:LINE:COL`` problems.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from lxdgpu_reconcile.spec.models import INSTANCE_NAME_RE, Fleet
+from lxdgpu_reconcile.spec.yamlsource import Path
+
+#: LXD always has this profile, so it may be referenced without being declared.
+BUILTIN_PROFILE = "default"
+
+#: Keys that turn an unprivileged container into a way onto the host.
+UNSAFE_CONFIG_KEYS = ("security.privileged", "raw.lxc", "raw.apparmor", "raw.seccomp")
+
+#: Host paths that must never be mounted into a container, whole or below.
+FORBIDDEN_TREES = (
+    "/etc",
+    "/root",
+    "/boot",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/var/run",
+    "/var/lib/lxd",
+    "/var/snap/lxd",
+    "/var/lib/incus",
+    "/var/lib/lxcfs",
+    "/snap/lxd",
+)
+#: Host paths that must not be mounted whole (a tree below them is fine, e.g. /usr/local/MATLAB).
+FORBIDDEN_EXACT = (
+    "/",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/usr",
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/lib",
+    "/var",
+    "/var/lib",
+    "/var/log",
+    "/home",
+    "/opt",
+    "/srv",
+    "/mnt",
+    "/media",
+    "/tmp",
+    "/var/tmp",
+)
+
+_SECRET_KEY = re.compile(
+    r"(pass(word|wd|phrase)?|secret|token|api[_-]?key|credential|private[_-]?key)$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: Path
+    message: str
+    severity: str = "error"
+    at_key: bool = False
+
+
+def secret_keys(data: Any, path: Path = ()) -> Iterator[Finding]:
+    """Keys anywhere in the raw data that look like they hold a password, secret or token."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, str) and _looks_secret(key):
+                yield Finding(
+                    (*path, key),
+                    f"{key!r} looks like a secret: secrets never go in the fleet file (it is "
+                    "tracked in git); passwords are generated at apply time and handed out "
+                    "by the tool, and certificates are referenced by path",
+                    at_key=True,
+                )
+            yield from secret_keys(value, (*path, key))
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            yield from secret_keys(item, (*path, i))
+
+
+def _looks_secret(key: str) -> bool:
+    last = re.split(r"[._-]", key.lower())
+    return bool(_SECRET_KEY.search(key)) or "password" in last or "secret" in last
+
+
+def check(fleet: Fleet) -> Iterator[Finding]:
+    """Every cross-reference, uniqueness and safety rule, in file order of sections."""
+    yield from _hosts(fleet)
+    yield from _defaults(fleet)
+    yield from _profiles(fleet)
+    yield from _cuda(fleet)
+    yield from _templates(fleet)
+    yield from _users(fleet)
+
+
+def _hosts(fleet: Fleet) -> Iterator[Finding]:
+    for name, host in fleet.hosts.items():
+        at = ("hosts", name)
+        if host.endpoint.startswith("https://"):
+            for key in ("client_cert", "client_key", "server_cert"):
+                if getattr(host, key) is None:
+                    yield Finding(
+                        (*at, "endpoint"),
+                        f"an https host needs {key}: the tool connects with a client "
+                        "certificate and pins the server certificate",
+                    )
+        elif host.endpoint.startswith("unix://"):
+            if not host.endpoint.removeprefix("unix://").startswith("/"):
+                yield Finding(
+                    (*at, "endpoint"),
+                    "a unix endpoint needs an absolute socket path, e.g. "
+                    "unix:///var/lib/lxd/unix.socket",
+                )
+        else:
+            yield Finding(
+                (*at, "endpoint"),
+                f"{host.endpoint!r} is neither https://ADDRESS:PORT nor unix:///path/to/socket",
+            )
+
+
+def _defaults(fleet: Fleet) -> Iterator[Finding]:
+    d = fleet.defaults
+    if "{user}" not in d.home_source:
+        yield Finding(
+            ("defaults", "home_source"),
+            "home_source must contain {user}: without it every user would share one home",
+        )
+    yield from _host_path_safety(("defaults", "home_source"), d.home_source.replace("{user}", "x"))
+    for i, profile in enumerate(d.profiles):
+        yield from _profile_ref(fleet, ("defaults", "profiles", i), profile)
+
+
+def _profiles(fleet: Fleet) -> Iterator[Finding]:
+    for name, profile in fleet.profiles.items():
+        at = ("profiles", name)
+        if not profile.allow_unsafe:
+            for key in UNSAFE_CONFIG_KEYS:
+                if key in profile.config:
+                    yield Finding(
+                        (*at, "config", key),
+                        f"{key} gives a container a way onto the host; if this profile really "
+                        "needs it, set 'allow_unsafe: true' on the profile",
+                        at_key=True,
+                    )
+        elif profile.config.get("security.privileged", "false").lower() == "true":
+            yield Finding(
+                (*at, "config", "security.privileged"),
+                "privileged containers share root with the host: users would be root on the server",
+                severity="warning",
+            )
+        for device, spec in profile.devices.items():
+            if "type" not in spec:
+                yield Finding(
+                    (*at, "devices", device),
+                    "a device needs a 'type' (disk, nic, gpu, ...)",
+                    at_key=True,
+                )
+            if spec.get("type") == "disk" and "source" in spec and "pool" not in spec:
+                yield from _host_path_rules((*at, "devices", device, "source"), spec["source"])
+        for i, host in enumerate(profile.hosts or ()):
+            if host not in fleet.hosts:
+                yield _unknown((*at, "hosts", i), "host", host, fleet.hosts)
+
+
+def _cuda(fleet: Fleet) -> Iterator[Finding]:
+    for version, path in fleet.cuda.items():
+        yield from _host_path_safety(("cuda", version), path)
+
+
+def _templates(fleet: Fleet) -> Iterator[Finding]:
+    aliases: dict[str, str] = {}
+    for name, template in fleet.templates.items():
+        at = ("templates", name)
+        if template.build_host not in fleet.hosts:
+            yield _unknown((*at, "build_host"), "host", template.build_host, fleet.hosts)
+        server, sep, alias = template.base.rpartition(":")
+        if sep:
+            if server not in fleet.image_servers:
+                yield _unknown((*at, "base"), "image server", server, fleet.image_servers)
+            if not alias:
+                yield Finding((*at, "base"), "the base names no image after ':'")
+        for i, host in enumerate(template.hosts or ()):
+            if host not in fleet.hosts:
+                yield _unknown((*at, "hosts", i), "host", host, fleet.hosts)
+        if template.alias in aliases:
+            yield Finding(
+                (*at, "alias"),
+                f"alias {template.alias!r} is already the alias of template "
+                f"{aliases[template.alias]!r}",
+            )
+        aliases.setdefault(template.alias, name)
+        for i, file in enumerate(template.files):
+            if (file.content is None) == (file.source is None):
+                yield Finding((*at, "files", i), "a file needs exactly one of content or source")
+
+
+def _users(fleet: Fleet) -> Iterator[Finding]:
+    ids: dict[tuple[str, str, int], str] = {}
+    containers: dict[tuple[str, str], str] = {}
+    for name, user in fleet.users.items():
+        at = ("users", name)
+        host = fleet.hosts.get(user.host)
+        if host is None:
+            yield _unknown((*at, "host"), "host", user.host, fleet.hosts)
+        if user.template not in fleet.templates:
+            yield _unknown((*at, "template"), "template", user.template, fleet.templates)
+        for i, version in enumerate(user.cuda):
+            if version not in fleet.cuda:
+                yield _unknown((*at, "cuda", i), "CUDA version", version, fleet.cuda)
+        for i, profile in enumerate(user.profiles):
+            yield from _profile_ref(fleet, (*at, "profiles", i), profile)
+        container = fleet.container_of(name)
+        if user.container is None and not INSTANCE_NAME_RE.match(container):
+            yield Finding(
+                at,
+                f"the default container name {container!r} is not a valid LXD name; set "
+                "'container:' to one made of letters, digits and hyphens",
+                at_key=True,
+            )
+        for key, value in (("uid", user.uid), ("gid", user.gid)):
+            owner = ids.setdefault((user.host, key, value), name)
+            if owner != name:
+                yield Finding(
+                    (*at, key),
+                    f"{key} {value} on host {user.host!r} is already mapped for user {owner!r}",
+                )
+        owner = containers.setdefault((user.host, container), name)
+        if owner != name:
+            yield Finding(
+                (*at, "container") if user.container else at,
+                f"container {container!r} on host {user.host!r} already belongs to user {owner!r}",
+                at_key=user.container is None,
+            )
+        if isinstance(user.gpus, tuple):
+            if len(set(user.gpus)) != len(user.gpus):
+                yield Finding((*at, "gpus"), "a GPU id is listed twice")
+            if host is not None and host.gpus is not None:
+                for i, gpu in enumerate(user.gpus):
+                    if gpu >= host.gpus:
+                        yield Finding(
+                            (*at, "gpus", i),
+                            f"GPU {gpu} does not exist on host {user.host!r}, which declares "
+                            f"{host.gpus} GPU(s) (ids 0-{host.gpus - 1})"
+                            if host.gpus
+                            else f"host {user.host!r} declares no GPUs",
+                        )
+
+
+def _profile_ref(fleet: Fleet, path: Path, profile: str) -> Iterator[Finding]:
+    if profile != BUILTIN_PROFILE and profile not in fleet.profiles:
+        yield _unknown(path, "profile", profile, fleet.profiles)
+
+
+def _unknown(path: Path, what: str, name: str, known: dict[str, Any]) -> Finding:
+    message = f"unknown {what} {name!r}"
+    if known:
+        message += f": declared ones are {', '.join(sorted(known))}"
+    else:
+        message += ": none is declared"
+    return Finding(path, message)
+
+
+def _host_path_rules(path: Path, value: str) -> Iterator[Finding]:
+    if not value.startswith("/"):
+        yield Finding(path, f"{value!r} is relative: host paths must be absolute")
+        return
+    if ".." in value.split("/"):
+        yield Finding(path, f"{value!r} contains '..': write the path without it")
+        return
+    yield from _host_path_safety(path, value)
+
+
+def _host_path_safety(path: Path, value: str) -> Iterator[Finding]:
+    normal = "/" + "/".join(part for part in value.split("/") if part and part != ".")
+    exposed = normal in FORBIDDEN_EXACT or any(
+        normal == tree or normal.startswith(tree + "/") for tree in FORBIDDEN_TREES
+    )
+    if exposed:
+        yield Finding(
+            path,
+            f"{value!r} would expose the host's own system files to the container; mount a "
+            "dedicated directory instead",
+        )

@@ -1,0 +1,188 @@
+"""YAML to plain data, with the source position of every key and value.
+
+Pure apart from its input text. PyYAML composes the node graph; this module builds the values
+itself so that it can
+
+- remember where every key and value came from (``Positions``, keyed by the path of keys),
+- report duplicate keys (PyYAML silently keeps the last one) with both lines,
+- keep versions as written: a plain ``12.10`` stays the text ``"12.10"``, never the float 12.1,
+- refuse YAML 1.1 booleans (``yes``, ``no``, ``on``, ``off``, ``y``, ``n``), which YAML 1.2 and
+  most readers take as strings; only ``true`` and ``false`` are booleans,
+- keep dates as text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+#: A path into the data: mapping keys and sequence indexes.
+Path = tuple[str | int, ...]
+
+_TRUE_FALSE = {"true": True, "false": False}
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A 1-based line and column."""
+
+    line: int
+    col: int
+
+    @classmethod
+    def of(cls, mark: yaml.Mark | None) -> Mark:
+        if mark is None:
+            return cls(1, 1)
+        return cls(mark.line + 1, mark.column + 1)
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    mark: Mark
+    path: Path
+    message: str
+
+
+@dataclass
+class Positions:
+    """Where each path's key and value start in the file."""
+
+    keys: dict[Path, Mark] = field(default_factory=dict)
+    values: dict[Path, Mark] = field(default_factory=dict)
+
+    def key(self, path: Path) -> Mark:
+        """The mark of the key at ``path``, or of its nearest known ancestor."""
+        return self._nearest(path, prefer_key=True)
+
+    def value(self, path: Path) -> Mark:
+        """The mark of the value at ``path``, or of its nearest known ancestor."""
+        return self._nearest(path, prefer_key=False)
+
+    def _nearest(self, path: Path, *, prefer_key: bool) -> Mark:
+        probe = path
+        while True:
+            first, second = (self.keys, self.values) if prefer_key else (self.values, self.keys)
+            if probe in first:
+                return first[probe]
+            if probe in second:
+                return second[probe]
+            if not probe:
+                return Mark(1, 1)
+            probe = probe[:-1]
+
+
+@dataclass
+class Document:
+    data: Any
+    positions: Positions
+    problems: list[SourceProblem]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without the timestamp resolver: dates stay text."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def parse(text: str) -> Document:
+    """Parse ``text``. Raises ``yaml.YAMLError`` on a syntax error (it carries the mark)."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+    finally:
+        loader.dispose()
+    builder = _Builder()
+    data = None if node is None else builder.build(node, ())
+    return Document(data=data, positions=builder.positions, problems=builder.problems)
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.positions = Positions()
+        self.problems: list[SourceProblem] = []
+        self._int = yaml.SafeLoader("")  # only its int constructor is used
+
+    def build(self, node: yaml.Node, path: Path) -> Any:
+        self.positions.values.setdefault(path, Mark.of(node.start_mark))
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
+        tag, text = node.tag, node.value
+        if tag.endswith(":null"):
+            return None
+        if tag.endswith(":bool"):
+            lowered = text.lower()
+            if lowered in _TRUE_FALSE:
+                return _TRUE_FALSE[lowered]
+            self.problems.append(
+                SourceProblem(
+                    Mark.of(node.start_mark),
+                    path,
+                    f"{text!r} is ambiguous: YAML 1.1 reads it as a boolean, YAML 1.2 as text; "
+                    f'write true or false, or quote it ("{text}")',
+                )
+            )
+            return text
+        if tag.endswith(":int"):
+            return self._int.construct_yaml_int(node)
+        # Floats keep the text as written (versions such as 12.10); so does everything else.
+        return text
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        seen: dict[Any, Mark] = {}
+        merged: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                merged.update(self._merge_sources(value_node, path))
+                continue
+            key = self._scalar(key_node, path) if isinstance(key_node, yaml.ScalarNode) else None
+            key_mark = Mark.of(key_node.start_mark)
+            if key is None or isinstance(key, list | dict):
+                self.problems.append(
+                    SourceProblem(key_mark, path, "keys must be plain names, not empty or nested")
+                )
+                continue
+            key = str(key) if not isinstance(key, str) else key
+            if key in seen:
+                first = seen[key]
+                self.problems.append(
+                    SourceProblem(
+                        key_mark,
+                        (*path, key),
+                        f"duplicate key {key!r}: also defined at line {first.line}; "
+                        "YAML keeps only one of them, so remove or rename one",
+                    )
+                )
+                continue
+            seen[key] = key_mark
+            self.positions.keys[(*path, key)] = key_mark
+            result[key] = self.build(value_node, (*path, key))
+        for key, value in merged.items():
+            result.setdefault(key, value)
+        return result
+
+    def _merge_sources(self, node: yaml.Node, path: Path) -> dict[Any, Any]:
+        """Values of a ``<<`` merge key: a mapping or a list of mappings (earlier ones win)."""
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        merged: dict[Any, Any] = {}
+        for source in reversed(sources):
+            if not isinstance(source, yaml.MappingNode):
+                self.problems.append(
+                    SourceProblem(Mark.of(source.start_mark), path, "'<<' merges mappings only")
+                )
+                continue
+            merged.update(self._mapping(source, path))
+        return merged
