@@ -7,6 +7,7 @@ at once, sorted by position, each as ``FILE:LINE:COL: dotted.key.path: message``
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import types
 import typing
@@ -206,7 +207,7 @@ def _validate(doc: Document, name: str) -> tuple[Fleet | None, list[Problem]]:
         return Fleet.model_validate(doc.data), []
     except pydantic.ValidationError as exc:
         errors = exc.errors(include_url=False)
-    problems = [_pydantic_problem(doc, name, err) for err in errors]
+    problems = _pydantic_problems(doc, name, errors)
     data = doc.data
     for _ in range(3):
         data = _without(data, [tuple(err["loc"]) for err in errors])
@@ -238,8 +239,39 @@ def _without(data: dict[str, Any], locs: Iterable[KeyPath]) -> dict[str, Any]:
     return data
 
 
+def _pydantic_problems(doc: Document, name: str, errors: list[ErrorDetails]) -> list[Problem]:
+    """One problem per offending key; the alternatives of a union error become one message."""
+    merged: dict[tuple[int, int, str], Problem] = {}
+    for err in errors:
+        problem = _pydantic_problem(doc, name, err)
+        where = (problem.line, problem.col, problem.path)
+        if where in merged:
+            first = merged[where]
+            problem = dataclasses.replace(first, message=f"{first.message}; or {problem.message}")
+        merged[where] = problem
+    return list(merged.values())
+
+
+def _data_path(data: Any, loc: tuple[str | int, ...]) -> KeyPath:
+    """``loc`` cut where it stops naming real keys (pydantic adds union member names)."""
+    path: list[str | int] = []
+    for part in loc:
+        if part == "[key]":
+            continue
+        if (isinstance(data, dict) and part in data) or (
+            isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        ):
+            data = data[part]  # type: ignore[index]
+            path.append(part)
+        else:
+            break
+    return tuple(path)
+
+
 def _pydantic_problem(doc: Document, name: str, err: ErrorDetails) -> Problem:
-    loc: KeyPath = tuple(p for p in err["loc"] if p != "[key]")
+    loc: KeyPath = _data_path(doc.data, tuple(err["loc"]))
+    if err["type"] == "missing":
+        loc = (*loc, err["loc"][-1])
     kind = err["type"]
     message = _message(err)
     on_key = kind in {"extra_forbidden", "missing"} or "[key]" in err["loc"]

@@ -1,0 +1,96 @@
+"""``validate``, ``schema`` and ``--help`` through the command line (no LXD involved)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from lxdgpu_reconcile.cli import app
+
+REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+BAD = """\
+version: 1
+hosts:
+  server01: {endpoint: "unix:///var/lib/lxd/unix.socket"}
+users:
+  tom: {host: server02, template: desk, uid: 1003, gid: 1003}
+  tom: {host: server01, template: desk, uid: 1004, gid: 1004}
+"""
+
+
+def test_validate_example_prints_a_summary() -> None:
+    result = runner.invoke(app, ["validate", "-f", str(REPO / "fleet.example.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "valid (2 hosts, 1 profile, 2 templates, 3 users)" in result.output
+
+
+def test_validate_bad_fleet_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(BAD)
+    result = runner.invoke(app, ["validate", "-f", str(fleet)])
+    assert result.exit_code == 1
+    lines = [line for line in result.stdout.splitlines() if line]
+    assert lines == [
+        f"{fleet}:5:15: users.tom.host: unknown host 'server02': declared ones are server01",
+        f"{fleet}:5:35: users.tom.template: unknown template 'desk': none is declared",
+        f"{fleet}:6:3: users.tom: duplicate key 'tom': also defined at line 5; YAML keeps "
+        "only one of them, so remove or rename one",
+    ]
+    assert "Traceback" not in result.output
+
+
+def test_validate_json_is_a_list_for_bots(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(BAD)
+    result = runner.invoke(app, ["validate", "-f", str(fleet), "--format", "json"])
+    assert result.exit_code == 1
+    problems = json.loads(result.stdout)
+    assert [(p["line"], p["col"], p["path"], p["severity"]) for p in problems] == [
+        (5, 15, "users.tom.host", "error"),
+        (5, 35, "users.tom.template", "error"),
+        (6, 3, "users.tom", "error"),
+    ]
+    assert set(problems[0]) == {"file", "line", "col", "path", "severity", "message"}
+
+
+def test_validate_missing_file_is_one_clear_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["validate", "-f", str(tmp_path / "absent.yaml")])
+    assert result.exit_code == 1
+    assert "cannot read the fleet file" in result.stdout
+    assert "Traceback" not in result.output
+
+
+def test_schema_is_json_schema_of_the_fleet() -> None:
+    result = runner.invoke(app, ["schema"])
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    assert schema["title"].startswith("lxdgpu-reconcile fleet file")
+    assert {"version", "hosts", "users", "cuda", "templates"} <= set(schema["properties"])
+    assert schema["additionalProperties"] is False
+
+
+def test_every_command_help_has_a_purpose_and_an_example() -> None:
+    commands = [c.name or c.callback.__name__ for c in app.registered_commands if c.callback]
+    assert "validate" in commands
+    for command in commands:
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0, command
+        assert "Example:" in result.output, command
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "lxdgpu_reconcile", "validate", "-f", "fleet.example.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "valid (" in result.stdout
