@@ -1,0 +1,114 @@
+"""``lab up``, ``lab down`` and ``lab env``: the local lab of real LXD daemons.
+
+Thin commands over ``lxdgpu_reconcile.lab``, which does the I/O. Progress goes to standard
+error; ``lab env`` prints shell lines on standard output. Every failure is one line saying what
+went wrong and what to do, and exit code 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lxdgpu_reconcile import lab as labs
+from lxdgpu_reconcile.cli.app import app
+from lxdgpu_reconcile.cli.common import FleetOpt, err_console, out
+from lxdgpu_reconcile.spec.loading import load_fleet
+from lxdgpu_reconcile.spec.models import Fleet
+
+lab_app = typer.Typer(
+    name="lab",
+    help=(
+        "Rehearse a fleet on this machine: one real LXD daemon per host, on loopback https.\n\n"
+        "Example: [bold]lxdgpu-reconcile lab up -f fleet.yaml[/bold]"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(lab_app, name="lab")
+
+DirOpt = Annotated[
+    Path,
+    typer.Option(
+        "--dir",
+        envvar="LXDGPU_LAB",
+        help="The lab directory.",
+        show_default=True,
+    ),
+]
+
+
+def _say(message: str) -> None:
+    err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    _say(f"error: {message}")
+    return typer.Exit(1)
+
+
+def _load(path: Path) -> Fleet:
+    if not path.exists():
+        raise _fail(f"{path} does not exist; name the fleet file with -f FLEET")
+    result = load_fleet(path)
+    if result.ok and result.fleet is not None:
+        return result.fleet
+    for problem in result.errors:
+        _say(str(problem))
+    raise _fail(f"{path} has errors; fix them (`lxdgpu-reconcile validate -f {path}`) and retry")
+
+
+@lab_app.command("up")
+def up(
+    fleet: FleetOpt = Path("fleet.yaml"),
+    lab_dir: DirOpt = labs.DEFAULT_LAB_DIR,
+) -> None:
+    """Start one LXD daemon per host of the fleet on this machine (root; reuses a running lab).
+
+    Example: [bold]lxdgpu-reconcile lab up -f fleet.yaml --dir /var/tmp/lab[/bold]
+    """
+    loaded = _load(fleet)
+    try:
+        state = labs.lab_up(loaded, lab_dir, progress=_say)
+    except labs.LabError as exc:
+        raise _fail(str(exc)) from None
+    for name, host in state.hosts.items():
+        if name in loaded.hosts:
+            out.print(
+                f"{name}: {host.endpoint} (LXD_DIR={host.lxd_dir})", markup=False, soft_wrap=True
+            )
+    _say(
+        f"lab ready: rehearse with `--lab {state.dir}` (or LXDGPU_LAB={state.dir}); "
+        f'poke a host with `eval "$(lxdgpu-reconcile lab env HOST --dir {state.dir})"`'
+    )
+
+
+@lab_app.command("down")
+def down(lab_dir: DirOpt = labs.DEFAULT_LAB_DIR) -> None:
+    """Stop the lab's daemons and remove everything the lab made (veths, subuid lines, files).
+
+    Example: [bold]lxdgpu-reconcile lab down --dir /var/tmp/lab[/bold]
+    """
+    try:
+        labs.lab_down(lab_dir, progress=_say)
+    except labs.LabError as exc:
+        raise _fail(str(exc)) from None
+
+
+@lab_app.command("env")
+def env(
+    host: Annotated[str, typer.Argument(help="A host of the fleet, e.g. server01.")],
+    lab_dir: DirOpt = labs.DEFAULT_LAB_DIR,
+) -> None:
+    """Print the shell lines that point plain `lxc` at HOST's lab daemon.
+
+    Example: [bold]eval "$(lxdgpu-reconcile lab env server01)"; lxc list[/bold]
+    """
+    try:
+        text = labs.lab_env(lab_dir, host)
+    except labs.LabError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(text, nl=False)

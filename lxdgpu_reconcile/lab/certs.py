@@ -1,0 +1,98 @@
+"""The tool's client certificate and an ``lxc`` configuration that reaches every lab host.
+
+Does I/O (writes files under ``<lab>/lxc``). The certificate is made with ``cryptography``; the
+``lxc`` configuration directory (``LXD_CONF``) holds the same certificate plus every lab host as
+an https remote with its server certificate pinned, so ``lxc list server02:`` works as it would
+against a real fleet.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+CERT_NAME = "client.crt"
+KEY_NAME = "client.key"
+#: Common name of the lab's client certificate, also its name in each daemon's trust store.
+CLIENT_NAME = "lxdgpu-reconcile-lab"
+
+
+def ensure_client_cert(conf_dir: Path) -> tuple[Path, Path]:
+    """``(cert, key)`` in ``conf_dir``, made once (EC P-384, valid ten years)."""
+    cert_path, key_path = conf_dir / CERT_NAME, conf_dir / KEY_NAME
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CLIENT_NAME)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(key, hashes.SHA384())
+    )
+    key_bytes = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key_bytes)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def fingerprint(cert_pem: bytes) -> str:
+    """SHA-256 fingerprint of a PEM certificate, as LXD lists it."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def der_base64(cert_pem: bytes) -> str:
+    """The certificate body as LXD's ``POST /1.0/certificates`` wants it."""
+    lines = cert_pem.decode().strip().splitlines()
+    return "".join(line for line in lines if not line.startswith("-----"))
+
+
+def lxc_config(endpoints: Mapping[str, str]) -> str:
+    """An ``lxc`` ``config.yml``: the local daemon of ``LXD_DIR`` plus each host by https."""
+    remotes: dict[str, dict[str, object]] = {
+        "local": {"addr": "unix://", "public": False},
+    }
+    for name, endpoint in sorted(endpoints.items()):
+        remotes[name] = {
+            "addr": endpoint,
+            "auth_type": "tls",
+            "protocol": "lxd",
+            "public": False,
+        }
+    return yaml.safe_dump({"default-remote": "local", "remotes": remotes}, sort_keys=False)
+
+
+def write_lxc_config(
+    conf_dir: Path, endpoints: Mapping[str, str], server_certs: Mapping[str, Path]
+) -> None:
+    """Write ``config.yml`` and pin each host's server certificate in ``servercerts/``."""
+    certs = conf_dir / "servercerts"
+    certs.mkdir(parents=True, exist_ok=True)
+    for name, path in server_certs.items():
+        if path.exists():
+            (certs / f"{name}.crt").write_bytes(path.read_bytes())
+    (conf_dir / "config.yml").write_text(lxc_config(endpoints))

@@ -1,0 +1,106 @@
+"""What a fleet needs on the machine before its containers can start in the lab.
+
+Pure: reads a ``Fleet`` and returns plain data; ``lab.lifecycle`` does the work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lxdgpu_reconcile.spec.models import Fleet
+
+
+@dataclass(frozen=True)
+class HomeDir:
+    """A user's home on the host (real path form), owned by the user's host ids."""
+
+    path: str
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class LabNeeds:
+    """The host-side things the fleet's profiles, templates and users refer to."""
+
+    hosts: tuple[str, ...]
+    #: Interfaces that macvlan NICs name as their parent.
+    nic_parents: tuple[str, ...]
+    #: Host directories (real path form) that disk devices and CUDA trees mount.
+    host_dirs: tuple[str, ...]
+    homes: tuple[HomeDir, ...]
+    #: Host uids and gids that containers map (``raw.idmap``); root must be delegated them.
+    uids: tuple[int, ...]
+    gids: tuple[int, ...]
+    #: Aliases the lab's busybox image is imported under on every host.
+    image_aliases: tuple[str, ...]
+
+
+def needs_of(fleet: Fleet) -> LabNeeds:
+    """Everything the lab must prepare for ``fleet``."""
+    return LabNeeds(
+        hosts=tuple(fleet.hosts),
+        nic_parents=nic_parents(fleet),
+        host_dirs=host_dirs(fleet),
+        homes=homes(fleet),
+        uids=tuple(sorted({u.uid for u in fleet.users.values()})),
+        gids=tuple(sorted({u.gid for u in fleet.users.values()})),
+        image_aliases=image_aliases(fleet),
+    )
+
+
+def _devices(fleet: Fleet) -> list[dict[str, str]]:
+    return [dict(dev) for profile in fleet.profiles.values() for dev in profile.devices.values()]
+
+
+def nic_parents(fleet: Fleet) -> tuple[str, ...]:
+    """Parents of the fleet's macvlan NICs, sorted."""
+    return tuple(
+        sorted(
+            {
+                dev["parent"]
+                for dev in _devices(fleet)
+                if dev.get("type") == "nic"
+                and dev.get("nictype") == "macvlan"
+                and dev.get("parent")
+            }
+        )
+    )
+
+
+def host_dirs(fleet: Fleet) -> tuple[str, ...]:
+    """Host directories of disk devices (not pool volumes) and CUDA trees, sorted."""
+    sources = {
+        dev["source"]
+        for dev in _devices(fleet)
+        if dev.get("type") == "disk" and dev.get("source", "").startswith("/") and "pool" not in dev
+    }
+    return tuple(sorted(sources | set(fleet.cuda.values())))
+
+
+def homes(fleet: Fleet) -> tuple[HomeDir, ...]:
+    """Every user's home on their host, in file order."""
+    template = fleet.defaults.home_source
+    return tuple(
+        HomeDir(path=template.replace("{user}", name), uid=user.uid, gid=user.gid)
+        for name, user in fleet.users.items()
+    )
+
+
+def image_aliases(fleet: Fleet) -> tuple[str, ...]:
+    """Each template's base alias (without its image server) and the template's own alias.
+
+    Until a template is built, user containers launch from the template alias, so the lab
+    provides both.
+    """
+    aliases: list[str] = []
+    for template in fleet.templates.values():
+        for alias in (base_alias(template.base), template.alias):
+            if alias not in aliases:
+                aliases.append(alias)
+    return tuple(aliases)
+
+
+def base_alias(base: str) -> str:
+    """``SERVER:ALIAS`` -> ``ALIAS``; a local alias stays as it is."""
+    return base.split(":", 1)[1] if ":" in base else base

@@ -1,0 +1,53 @@
+"""Point a fleet at its lab: every host's endpoint and certificates become the lab daemon's.
+
+``rebase_fleet`` and ``lab_site`` are pure; ``use_lab`` reads the lab's record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lxdgpu_reconcile.lab.errors import LabMissingError
+from lxdgpu_reconcile.lab.state import LabState, load_lab
+from lxdgpu_reconcile.site import REAL, Site
+from lxdgpu_reconcile.spec.models import Fleet
+
+
+def rebase_fleet(fleet: Fleet, state: LabState) -> Fleet:
+    """``fleet`` with each host reached through its lab daemon, over pinned https."""
+    missing = [name for name in fleet.hosts if name not in state.hosts]
+    if missing:
+        raise LabMissingError(
+            f"the lab in {state.dir} has no host {', '.join(missing)}; "
+            f"run `lxdgpu-reconcile lab up -f FLEET --dir {state.dir}` with this fleet"
+        )
+    hosts = {
+        name: host.model_copy(
+            update={
+                "endpoint": state.hosts[name].endpoint,
+                "client_cert": state.client_cert,
+                "client_key": state.client_key,
+                "server_cert": state.hosts[name].server_cert,
+            }
+        )
+        for name, host in fleet.hosts.items()
+    }
+    return fleet.model_copy(update={"hosts": hosts})
+
+
+def lab_site(state: LabState) -> Site:
+    """Host paths rooted in the lab, no GPUs."""
+    return Site(host_root=state.host_root, attach_gpus=False, lab_dir=state.dir)
+
+
+def use_lab(fleet: Fleet, lab_dir: Path) -> tuple[Fleet, Site]:
+    """``fleet`` pointed at the lab in ``lab_dir``, and the lab's ``Site``."""
+    state = load_lab(lab_dir)
+    return rebase_fleet(fleet, state), lab_site(state)
+
+
+def site_for(fleet: Fleet, lab_dir: Path | None) -> tuple[Fleet, Site]:
+    """For commands with ``--lab``: the fleet as is on real hosts, or pointed at the lab."""
+    if lab_dir is None:
+        return fleet, REAL
+    return use_lab(fleet, lab_dir)

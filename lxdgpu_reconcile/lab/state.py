@@ -1,0 +1,114 @@
+"""The lab's record of what it made: one JSON file in the lab directory.
+
+Does I/O (reads and writes ``<lab>/lab.json``). The record is what makes ``lab up`` idempotent
+and lets ``lab down`` remove exactly what the lab made and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lxdgpu_reconcile.lab.errors import LabError, LabMissingError
+
+STATE_FILE = "lab.json"
+#: Record format; bump when the shape changes incompatibly.
+STATE_VERSION = 1
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HostLab(Frozen):
+    """One lab daemon standing in for one fleet host."""
+
+    name: str
+    lxd_dir: str
+    port: int
+    pid: int | None = None
+    #: Whether ``lxd init --preseed`` has configured this ``LXD_DIR``.
+    initialised: bool = False
+    #: The daemon's own certificate, pinned by the tool (``<LXD_DIR>/server.crt``).
+    server_cert: str
+    #: Image aliases the lab created on this daemon.
+    images: tuple[str, ...] = ()
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def socket(self) -> Path:
+        return Path(self.lxd_dir) / "unix.socket"
+
+
+class Veth(Frozen):
+    """A veth pair the lab created so that a macvlan NIC has its parent."""
+
+    name: str
+    peer: str
+
+
+class LabState(Frozen):
+    """Everything the lab made, with absolute paths."""
+
+    version: int = STATE_VERSION
+    dir: str
+    #: The tool's client certificate and key, trusted by every lab daemon.
+    client_cert: str
+    client_key: str
+    #: An ``lxc`` configuration directory (``LXD_CONF``) with every lab host as a remote.
+    lxc_conf: str
+    #: The directory that stands in for ``/`` for host paths (disk sources, CUDA trees, homes).
+    host_root: str
+    hosts: dict[str, HostLab] = Field(default_factory=dict)
+    veths: tuple[Veth, ...] = ()
+    subuid_lines: tuple[str, ...] = ()
+    subgid_lines: tuple[str, ...] = ()
+
+    def host(self, name: str) -> HostLab:
+        """The lab daemon of ``name``; ``LabMissingError`` when the lab has none."""
+        try:
+            return self.hosts[name]
+        except KeyError:
+            known = ", ".join(sorted(self.hosts)) or "none"
+            raise LabMissingError(
+                f"the lab in {self.dir} has no host {name!r} (it has: {known}); "
+                f"run `lxdgpu-reconcile lab up -f FLEET --dir {self.dir}` with a fleet that "
+                "declares it"
+            ) from None
+
+
+def state_path(lab_dir: Path) -> Path:
+    return lab_dir / STATE_FILE
+
+
+def load_lab(lab_dir: Path) -> LabState:
+    """The record of the lab in ``lab_dir``; ``LabMissingError`` when there is none."""
+    path = state_path(lab_dir.absolute())
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise LabMissingError(
+            f"there is no lab in {lab_dir.absolute()}; "
+            f"run `lxdgpu-reconcile lab up -f FLEET --dir {lab_dir.absolute()}` first"
+        ) from None
+    try:
+        return LabState.model_validate(json.loads(text))
+    except (ValueError, ValidationError) as exc:
+        raise LabError(
+            f"{path} is not a lab record this version understands ({exc.__class__.__name__}); "
+            "bring the lab down with the version that made it, or remove the directory by hand"
+        ) from None
+
+
+def save_lab(state: LabState) -> None:
+    """Write ``state`` atomically, so an interrupted ``lab up`` leaves a usable record."""
+    path = state_path(Path(state.dir))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state.model_dump(mode="json"), indent=2) + "\n")
+    os.replace(tmp, path)
