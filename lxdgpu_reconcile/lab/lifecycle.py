@@ -228,10 +228,12 @@ def _make_host_tree(root: Path, needs: LabNeeds) -> None:
 
 def _new_host(state: LabState, name: str) -> HostLab:
     lxd_dir = _lxd_dir(Path(state.dir), name)
+    port = daemon.free_port(h.port for h in state.hosts.values())
     return HostLab(
         name=name,
         lxd_dir=str(lxd_dir),
-        port=daemon.free_port(h.port for h in state.hosts.values()),
+        port=port,
+        endpoint=f"https://127.0.0.1:{port}",
         server_cert=str(lxd_dir / "server.crt"),
     )
 

@@ -29,6 +29,8 @@ class HostLab(Frozen):
     name: str
     lxd_dir: str
     port: int
+    #: ``https://127.0.0.1:PORT``: what the fleet's host is pointed at.
+    endpoint: str
     pid: int | None = None
     #: Whether ``lxd init --preseed`` has configured this ``LXD_DIR``.
     initialised: bool = False
@@ -36,10 +38,6 @@ class HostLab(Frozen):
     server_cert: str
     #: Image aliases the lab created on this daemon.
     images: tuple[str, ...] = ()
-
-    @property
-    def endpoint(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
 
     @property
     def socket(self) -> Path:

@@ -48,6 +48,7 @@ def _state(lab: Path, hosts: tuple[str, ...] = ("server01", "server02")) -> LabS
                 name=name,
                 lxd_dir=f"{lab}/hosts/{name}",
                 port=40000 + i,
+                endpoint=f"https://127.0.0.1:{40000 + i}",
                 pid=None,
                 server_cert=f"{lab}/hosts/{name}/server.crt",
             )
