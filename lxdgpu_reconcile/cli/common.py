@@ -10,6 +10,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from lxdgpu_reconcile.site import Site
+from lxdgpu_reconcile.spec.loading import cert_file_problems, load_fleet
+from lxdgpu_reconcile.spec.models import Fleet
+
 #: Results go to standard output; problems, progress and prompts to standard error.
 out = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -33,3 +37,45 @@ LabOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+def fleet_for_hosts(fleet_path: Path, lab: Path | None) -> tuple[Fleet, Site]:
+    """The fleet as a command that connects to its hosts needs it, and where it is realised.
+
+    Loads ``fleet_path``, points the hosts at the lab in ``lab`` when given, and checks that every
+    host can be connected to as configured (certificate files present and readable). On any
+    problem prints each one with what to do and exits 1.
+    """
+    # Imported here: pylxd and the lab are needed only by commands that connect.
+    from lxdgpu_reconcile.lab import LabError, site_for
+    from lxdgpu_reconcile.observe import connect as connecting
+
+    result = load_fleet(fleet_path)
+    errors = result.errors if lab is not None else result.errors + cert_file_problems(result)
+    if errors or result.fleet is None:
+        for problem in errors:
+            err_console.print(str(problem), markup=False, soft_wrap=True)
+        err_console.print(
+            f"{fleet_path}: fix the fleet file (`lxdgpu-reconcile validate -f {fleet_path}`) "
+            "and run again",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    try:
+        fleet, site = site_for(result.fleet, lab)
+    except LabError as exc:
+        err_console.print(f"lab: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    unusable = [
+        found
+        for name, host in fleet.hosts.items()
+        if (found := connecting.check_config(name, host))
+    ]
+    for found in unusable:
+        err_console.print(
+            f"{found.message}\n  what to do: {found.hint}", markup=False, soft_wrap=True
+        )
+    if unusable:
+        raise typer.Exit(1)
+    return fleet, site

@@ -1,0 +1,75 @@
+"""``status``: every host and every container of the fleet, read live from LXD.
+
+Reads only; writes nothing to any host.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from lxdgpu_reconcile.cli.app import app
+from lxdgpu_reconcile.cli.common import (
+    FleetOpt,
+    LabOpt,
+    echo_json,
+    err_console,
+    fleet_for_hosts,
+    out,
+)
+from lxdgpu_reconcile.observe.reading import observe_fleet
+from lxdgpu_reconcile.report.status import status_json, status_table
+
+
+class StatusFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def status(
+    fleet: FleetOpt = "fleet.yaml",  # type: ignore[assignment]
+    lab: LabOpt = None,
+    output: Annotated[
+        StatusFormat | None,
+        typer.Option(
+            "--format",
+            help="table: for people; json: stable, for scripts (docs/status.md). "
+            "Default: table on a terminal, json otherwise.",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(help="Seconds each host gets to answer.", min=0.1),
+    ] = 30.0,
+) -> None:
+    """Show every host (reachable or not, LXD version, CPUs, GPUs) and every container (user,
+    state, IPv4/IPv6 addresses, profiles, CPU limit, image, managed or not).
+
+    Exits 1 when a host could not be read; the other hosts are still shown.
+
+    Example: [bold]lxdgpu-reconcile status -f fleet.yaml[/bold]
+
+    Example: [bold]lxdgpu-reconcile status -f fleet.yaml --format json | jq '.containers[]'[/bold]
+    """
+    spec, _site = fleet_for_hosts(fleet, lab)
+    snapshot = observe_fleet(spec, timeout=timeout)
+    if output is None:
+        output = StatusFormat.table if sys.stdout.isatty() else StatusFormat.json
+    if output is StatusFormat.json:
+        echo_json(status_json(spec, snapshot))
+    else:
+        out.print(status_table(spec, snapshot))
+    failed = {name: snap.error for name, snap in snapshot.hosts.items() if snap.error is not None}
+    if failed:
+        err_console.print(
+            f"could not read {len(failed)} of {len(snapshot.hosts)} hosts: "
+            + ", ".join(f"{name} ({error.kind.value})" for name, error in failed.items()),
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)

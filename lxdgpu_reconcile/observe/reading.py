@@ -1,0 +1,291 @@
+"""Read the live state of every host into a ``FleetSnapshot``; never writes.
+
+Two halves. ``read_host`` and the ``observe_*`` functions do I/O: one client per host and per
+thread, every host read concurrently, each against its own deadline. The ``parse_*`` functions and
+``host_snapshot`` are pure: they turn LXD's JSON (as the API returns it) into the frozen types of
+``lxdgpu_reconcile.state`` and are tested without a daemon.
+
+An observation sends a fixed number of requests per host, whatever the number of objects on it:
+``GET /1.0`` (opening the client), then one recursive listing each of instances (recursion=2,
+which includes the state and addresses of running instances), profiles, images and storage pools,
+and ``GET /1.0/resources``.
+
+A host that cannot be read is not an exception: its snapshot carries a ``HostError`` that says
+why and what to do, and the other hosts are observed all the same.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from lxdgpu_reconcile.observe import connect as connecting
+from lxdgpu_reconcile.spec.models import Fleet, Host
+from lxdgpu_reconcile.state import (
+    Address,
+    FleetSnapshot,
+    GpuObs,
+    HostErrorKind,
+    HostSnapshot,
+    ImageObs,
+    InstanceObs,
+    PoolObs,
+    ProfileObs,
+)
+
+#: Seconds ``observe_fleet`` waits past a host's own deadline before reporting it as timed out
+#: (the host's thread normally reports its own timeout first, naming the host's endpoint).
+DEADLINE_GRACE = 2.0
+
+Json = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RawHost:
+    """The answers one observation of a host reads, as LXD returned them (the ``metadata``)."""
+
+    server: Json  # GET /1.0
+    resources: Json = field(default_factory=dict)  # GET /1.0/resources
+    instances: Sequence[Json] = ()  # GET /1.0/instances?recursion=2
+    profiles: Sequence[Json] = ()  # GET /1.0/profiles?recursion=1
+    images: Sequence[Json] = ()  # GET /1.0/images?recursion=1
+    pools: Sequence[Json] = ()  # GET /1.0/storage-pools?recursion=1
+
+
+# --- I/O ------------------------------------------------------------------------------------------
+
+
+def observe_fleet(
+    fleet: Fleet,
+    *,
+    timeout: float = 30.0,
+    hosts: Iterable[str] | None = None,
+    counter: connecting.RequestCounter | None = None,
+) -> FleetSnapshot:
+    """Observe ``hosts`` (default: every host of ``fleet``) concurrently.
+
+    Each host gets ``timeout`` seconds. Never raises for a host problem: that host's snapshot
+    carries the error. Raises ``ValueError`` for a host name that is not in the fleet.
+    """
+    names = list(fleet.hosts) if hosts is None else list(dict.fromkeys(hosts))
+    unknown = [name for name in names if name not in fleet.hosts]
+    if unknown:
+        raise ValueError(
+            f"no host {', '.join(unknown)} in the fleet; its hosts are: {', '.join(fleet.hosts)}"
+        )
+    if not names:
+        return FleetSnapshot()
+    pool = ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="observe")
+    try:
+        futures = {
+            name: pool.submit(
+                observe_host, name, fleet.hosts[name], timeout=timeout, counter=counter
+            )
+            for name in names
+        }
+        deadline = time.monotonic() + timeout + DEADLINE_GRACE
+        snapshots: dict[str, HostSnapshot] = {}
+        for name, future in futures.items():
+            try:
+                snapshots[name] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                host = fleet.hosts[name]
+                error = connecting.timed_out(name, host, timeout).to_host_error()
+                snapshots[name] = HostSnapshot(host=name, endpoint=host.endpoint, error=error)
+    finally:
+        # A host past its deadline is not waited for; its requests carry their own timeouts.
+        pool.shutdown(wait=False, cancel_futures=True)
+    return FleetSnapshot(hosts=snapshots)
+
+
+def observe_host(
+    name: str,
+    host: Host,
+    *,
+    timeout: float,
+    counter: connecting.RequestCounter | None = None,
+) -> HostSnapshot:
+    """Observe one host within ``timeout`` seconds; a failure is reported in the snapshot."""
+    deadline = time.monotonic() + timeout
+    try:
+        client = connecting.connect(name, host, timeout=timeout, counter=counter)
+        try:
+            raw = read_host(client, remaining=lambda: _remaining(name, host, deadline, timeout))
+        finally:
+            client.api.session.close()
+        return host_snapshot(name, host.endpoint, raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        error = connecting.HostConnectError(
+            HostErrorKind.ERROR,
+            f"host {name}: unexpected answer from LXD ({type(exc).__name__}: {exc})",
+            "check that the endpoint is an LXD server; report this with `lxc version` output",
+        )
+    except Exception as exc:
+        error = connecting.classify(name, host, exc, timeout=timeout)
+    return HostSnapshot(host=name, endpoint=host.endpoint, error=error.to_host_error())
+
+
+def read_host(client: Any, *, remaining: Callable[[], float]) -> RawHost:
+    """The raw state of the host behind ``client``: five requests, whatever it holds.
+
+    ``remaining()`` gives the seconds left for the next request (and raises when none are).
+    """
+    api = client.api
+
+    def listing(node: Any, recursion: int) -> list[Json]:
+        answer = node.get(params={"recursion": recursion}, timeout=remaining())
+        return list(answer.json()["metadata"] or [])
+
+    server = client.host_info
+    resources: Json = {}
+    if "resources" in server.get("api_extensions", ()):
+        resources = api.resources.get(timeout=remaining()).json()["metadata"]
+    return RawHost(
+        server=server,
+        resources=resources,
+        instances=listing(api.instances, 2),
+        profiles=listing(api.profiles, 1),
+        images=listing(api.images, 1),
+        pools=listing(api.storage_pools, 1),
+    )
+
+
+def _remaining(name: str, host: Host, deadline: float, timeout: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise connecting.timed_out(name, host, timeout)
+    return left
+
+
+# --- pure conversion ------------------------------------------------------------------------------
+
+
+def host_snapshot(name: str, endpoint: str, raw: RawHost) -> HostSnapshot:
+    """The snapshot of host ``name`` from the raw answers of one observation."""
+    environment: Json = raw.server.get("environment") or {}
+    instances = (parse_instance(item) for item in raw.instances)
+    profiles = (parse_profile(item) for item in raw.profiles)
+    pools = (parse_pool(item) for item in raw.pools)
+    return HostSnapshot(
+        host=name,
+        endpoint=endpoint,
+        server_version=str(environment.get("server_version", "")),
+        api_extensions=tuple(raw.server.get("api_extensions") or ()),
+        cpus=int((raw.resources.get("cpu") or {}).get("total", 0)),
+        gpus=parse_gpus(raw.resources),
+        instances={i.name: i for i in sorted(instances, key=lambda i: i.name)},
+        profiles={p.name: p for p in sorted(profiles, key=lambda p: p.name)},
+        images=tuple(sorted((parse_image(i) for i in raw.images), key=lambda i: i.fingerprint)),
+        pools={p.name: p for p in sorted(pools, key=lambda p: p.name)},
+    )
+
+
+def parse_instance(data: Json) -> InstanceObs:
+    """An instance from ``GET /1.0/instances?recursion=2`` (or 1, then without addresses)."""
+    state: Json = data.get("state") or {}
+    return InstanceObs(
+        name=data["name"],
+        type=data.get("type") or "container",
+        status=data["status"],
+        description=data.get("description") or "",
+        profiles=tuple(data.get("profiles") or ()),
+        config=_strings(data.get("config")),
+        devices=_devices(data.get("devices")),
+        expanded_config=_strings(data.get("expanded_config")),
+        expanded_devices=_devices(data.get("expanded_devices")),
+        addresses=parse_addresses(state.get("network")),
+        created_at=data.get("created_at") or "",
+    )
+
+
+def parse_addresses(network: Json | None) -> tuple[Address, ...]:
+    """Every address of an instance's ``state.network``, by interface name then as listed."""
+    addresses: list[Address] = []
+    for interface, info in sorted((network or {}).items()):
+        for item in info.get("addresses") or ():
+            addresses.append(
+                Address(
+                    interface=interface,
+                    family=item["family"],
+                    address=item["address"],
+                    netmask=str(item.get("netmask", "")),
+                    scope=item.get("scope") or "",
+                )
+            )
+    return tuple(addresses)
+
+
+def parse_profile(data: Json) -> ProfileObs:
+    """A profile from ``GET /1.0/profiles?recursion=1``."""
+    return ProfileObs(
+        name=data["name"],
+        description=data.get("description") or "",
+        config=_strings(data.get("config")),
+        devices=_devices(data.get("devices")),
+        used_by=tuple(_instance_name(url) for url in data.get("used_by") or ()),
+    )
+
+
+def parse_image(data: Json) -> ImageObs:
+    """An image from ``GET /1.0/images?recursion=1``; aliases by name."""
+    return ImageObs(
+        fingerprint=data["fingerprint"],
+        aliases=tuple(sorted(alias["name"] for alias in data.get("aliases") or ())),
+        properties=_strings(data.get("properties")),
+        public=bool(data.get("public", False)),
+        size=int(data.get("size") or 0),
+        created_at=data.get("created_at") or "",
+        architecture=data.get("architecture") or "",
+    )
+
+
+def parse_pool(data: Json) -> PoolObs:
+    """A storage pool from ``GET /1.0/storage-pools?recursion=1``."""
+    return PoolObs(name=data["name"], driver=data["driver"], status=data.get("status") or "")
+
+
+def parse_gpus(resources: Json) -> tuple[GpuObs, ...]:
+    """The GPU cards of ``GET /1.0/resources``.
+
+    A card's ``id`` is its DRM id (what a ``gpu`` device's ``id=`` selects) when the card has
+    one, else its index in the list.
+    """
+    cards: Sequence[Json] = (resources.get("gpu") or {}).get("cards") or ()
+    gpus = []
+    for index, card in enumerate(cards):
+        drm: Json = card.get("drm") or {}
+        nvidia: Json = card.get("nvidia") or {}
+        gpus.append(
+            GpuObs(
+                id=int(drm["id"]) if "id" in drm else index,
+                vendor=card.get("vendor") or "",
+                product=card.get("product") or "",
+                driver=card.get("driver") or "",
+                pci_address=card.get("pci_address") or "",
+                nvidia_uuid=nvidia.get("uuid") or "",
+            )
+        )
+    return tuple(gpus)
+
+
+_INSTANCE_URL = re.compile(r"^/1\.0/(?:instances|containers|virtual-machines)/([^/]+)$")
+
+
+def _instance_name(url: str) -> str:
+    """``/1.0/instances/NAME?project=p`` -> ``NAME``; any other URL is kept as it is."""
+    match = _INSTANCE_URL.match(urlsplit(url).path)
+    return unquote(match.group(1)) if match else url
+
+
+def _strings(data: Json | None) -> dict[str, str]:
+    return {str(key): str(value) for key, value in (data or {}).items()}
+
+
+def _devices(data: Json | None) -> dict[str, dict[str, str]]:
+    return {str(name): _strings(device) for name, device in (data or {}).items()}
