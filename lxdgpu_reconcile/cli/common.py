@@ -15,8 +15,8 @@ from lxdgpu_reconcile.spec.loading import cert_file_problems, load_fleet
 from lxdgpu_reconcile.spec.models import Fleet
 
 #: Results go to standard output; problems, progress and prompts to standard error.
-out = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def echo_json(data: Any) -> None:
