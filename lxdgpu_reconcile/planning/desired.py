@@ -1,0 +1,605 @@
+"""Desired state: the LXD objects every host must have, expanded from the fleet file. Pure.
+
+``expand`` reads the fleet, the observed snapshot and the site and returns, per host, the
+profiles and containers as LXD must store them. It reads the snapshot only for three facts that
+the fleet cannot know: the host's CPU count (``limits.cpu`` given as a share), its GPU ids (to
+check ``gpus: [..]``) and the devices of profiles the fleet uses without declaring them (LXD's
+``default``), whose GPU devices a container with a GPU list must override.
+
+Layout of what is expanded:
+
+- Profiles declared in the fleet, on every host with a user who uses them and on the hosts the
+  profile lists under ``hosts``; tagged ``user.lxdgpu.managed``.
+- One profile per CUDA version, ``cuda-VERSION``, with one read-only disk device ``cuda-VERSION``
+  that mounts the host tree at the same path. A container gets the profiles of the versions its
+  user lists, so two users on one host can have different versions; a version's profile exists
+  on a host only while some user there lists it.
+- One container per user: profiles ``defaults.profiles`` + CUDA profiles + the user's own,
+  ``raw.idmap`` mapping the user's host uid and gid onto ``defaults.container_uid``, the home
+  disk ``home``, ``limits.cpu``, ``security.protection.delete``, a ``gpuN`` device per listed GPU
+  (inherited GPU devices overridden with ``type: none``) and the ownership tags.
+
+Host-side paths (disk sources, CUDA trees, homes) go through ``site.host_path``; paths inside the
+container stay as declared. On a site without GPUs, GPU devices and ``nvidia.*`` keys are left
+out of everything expanded.
+
+``limits.cpu``: a count is used as given, capped at the host's CPU count; a share is
+``floor(cpus * share)``, at least 1 (75% of 32 CPUs is 24, of 1 CPU is 1). When the host was not
+observed the share cannot be resolved: the container is expanded without ``limits.cpu`` and the
+plan marks that host as errored anyway (nothing observed to compare with).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+
+from pydantic import Field
+
+from lxdgpu_reconcile import site as sites
+from lxdgpu_reconcile import state
+from lxdgpu_reconcile.planning import rules
+from lxdgpu_reconcile.planning.common import (
+    ErrorCode,
+    Frozen,
+    ObjectKind,
+    ObjectRef,
+    PlanError,
+    PowerState,
+)
+from lxdgpu_reconcile.spec import models
+
+#: The profile LXD creates on every host; used without being declared, managed once declared.
+DEFAULT_PROFILE = "default"
+#: Name of the profile (and of its one disk device) of a CUDA version.
+CUDA_PROFILE = "cuda-{version}"
+#: Role tag values (``user.lxdgpu.role``).
+ROLE_CONTAINER = "container"
+ROLE_PROFILE = "profile"
+ROLE_CUDA = "cuda"
+#: Name of the home disk device of a user container.
+HOME_DEVICE = "home"
+#: Name of the device for GPU ``id`` when a user lists GPU ids.
+GPU_DEVICE = "gpu{id}"
+
+
+class DesiredProfile(Frozen):
+    """A profile as LXD must store it on ``host``."""
+
+    host: str
+    name: str
+    role: str
+    description: str = ""
+    config: dict[str, str] = Field(default_factory=dict)
+    devices: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+
+class DesiredInstance(Frozen):
+    """A user container as LXD must store it on ``host``; ``alias`` is its image at creation."""
+
+    host: str
+    name: str
+    user: str
+    template: str
+    alias: str
+    profiles: tuple[str, ...]
+    config: dict[str, str] = Field(default_factory=dict)
+    devices: dict[str, dict[str, str]] = Field(default_factory=dict)
+    state: PowerState = PowerState.RUNNING
+
+    @property
+    def spec_hash(self) -> str:
+        return self.config.get(state.TAG_SPEC_HASH, "")
+
+
+class PruneScope(Frozen):
+    """Which managed objects on a host that are no longer desired may be planned for deletion.
+
+    ``whole_host``: every tagged container and profile (no ``--target``, or the host is a
+    target). Otherwise only tagged containers of the targeted ``users``, and no profile.
+    """
+
+    whole_host: bool = True
+    users: tuple[str, ...] = ()
+
+
+class DesiredHost(Frozen):
+    """Everything one host must have, and what keeps it from being planned."""
+
+    host: str
+    profiles: dict[str, DesiredProfile] = Field(default_factory=dict)
+    instances: dict[str, DesiredInstance] = Field(default_factory=dict)
+    #: Profiles the containers use without the fleet declaring them (LXD's ``default``): they
+    #: must exist on the host and are left as they are.
+    external_profiles: tuple[str, ...] = ()
+    prune: PruneScope = Field(default_factory=PruneScope)
+    errors: tuple[PlanError, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+class DesiredState(Frozen):
+    """The desired state of every host in scope, in fleet order."""
+
+    hosts: dict[str, DesiredHost] = Field(default_factory=dict)
+    preserve: rules.Preserve = Field(default_factory=rules.Preserve)
+    attach_gpus: bool = True
+    errors: tuple[PlanError, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+LAB_NOTE = "lab: GPUs are not attached"
+
+
+# --- entry point ----------------------------------------------------------------------------------
+
+
+def expand(
+    fleet: models.Fleet,
+    snapshot: state.FleetSnapshot,
+    site: sites.Site,
+    *,
+    targets: Iterable[str] = (),
+) -> DesiredState:
+    """The desired state of the hosts in scope: all of them, or those ``targets`` select.
+
+    A target is a host name (the whole host) or a user name (that user's container and the
+    profiles it uses; a user no longer in the fleet selects their tagged container for pruning).
+    """
+    scopes, errors = _scopes(fleet, snapshot, tuple(targets))
+    errors += tuple(_homeless_users(fleet))
+    hosts = {
+        name: _expand_host(fleet, snapshot.hosts.get(name), site, name, scope)
+        for name, scope in scopes.items()
+    }
+    return DesiredState(
+        hosts=hosts,
+        preserve=rules.preserve_for(attach_gpus=site.attach_gpus),
+        attach_gpus=site.attach_gpus,
+        errors=errors,
+        notes=() if site.attach_gpus else (LAB_NOTE,),
+    )
+
+
+class _Scope(Frozen):
+    users: tuple[str, ...]
+    prune: PruneScope
+
+
+def _scopes(
+    fleet: models.Fleet, snapshot: state.FleetSnapshot, targets: tuple[str, ...]
+) -> tuple[dict[str, _Scope], tuple[PlanError, ...]]:
+    if not targets:
+        return {
+            host: _Scope(users=tuple(fleet.users_on(host)), prune=PruneScope())
+            for host in fleet.hosts
+        }, ()
+    whole: set[str] = set()
+    picked: dict[str, list[str]] = {}
+    errors = []
+    for target in dict.fromkeys(targets):
+        found = False
+        if target in fleet.hosts:
+            whole.add(target)
+            found = True
+        if target in fleet.users:
+            picked.setdefault(fleet.users[target].host, []).append(target)
+            found = True
+        for host in _hosts_with_tagged_user(snapshot, target):
+            if host in fleet.hosts:
+                picked.setdefault(host, []).append(target)
+                found = True
+        if not found:
+            errors.append(_unknown_target(fleet, target))
+    scopes = {}
+    for host in fleet.hosts:
+        if host in whole:
+            scopes[host] = _Scope(users=tuple(fleet.users_on(host)), prune=PruneScope())
+        elif host in picked:
+            users = tuple(dict.fromkeys(picked[host]))
+            scopes[host] = _Scope(
+                users=tuple(u for u in users if u in fleet.users and fleet.users[u].host == host),
+                prune=PruneScope(whole_host=False, users=users),
+            )
+    return scopes, tuple(errors)
+
+
+def _homeless_users(fleet: models.Fleet) -> Iterable[PlanError]:
+    for user, spec in fleet.users.items():
+        if spec.host not in fleet.hosts:
+            yield PlanError(
+                code=ErrorCode.UNKNOWN_HOST,
+                message=f"user {user} is on host {spec.host!r}, which is not under hosts:",
+                fixes=(f"declare hosts.{spec.host}, or move the user to a declared host",),
+            )
+
+
+def _hosts_with_tagged_user(snapshot: state.FleetSnapshot, user: str) -> list[str]:
+    return [
+        name
+        for name, snap in snapshot.hosts.items()
+        if any(
+            obs.managed and obs.config.get(state.TAG_USER) == user
+            for obs in snap.instances.values()
+        )
+    ]
+
+
+def _unknown_target(fleet: models.Fleet, target: str) -> PlanError:
+    return PlanError(
+        code=ErrorCode.UNKNOWN_TARGET,
+        message=f"--target {target}: no host or user of that name in the fleet file, and no "
+        "managed container of such a user on any host",
+        fixes=(
+            f"hosts: {', '.join(fleet.hosts) or '(none)'}",
+            f"users: {', '.join(fleet.users) or '(none)'}",
+        ),
+    )
+
+
+# --- one host -------------------------------------------------------------------------------------
+
+
+def _expand_host(
+    fleet: models.Fleet,
+    snap: state.HostSnapshot | None,
+    site: sites.Site,
+    host: str,
+    scope: _Scope,
+) -> DesiredHost:
+    observed = snap if snap is not None and snap.reachable else None
+    errors: list[PlanError] = []
+    notes: list[str] = []
+    profiles = _profiles_for(fleet, site, host, scope, errors)
+    instances: dict[str, DesiredInstance] = {}
+    external: list[str] = []
+    for user in scope.users:
+        instance = _instance(fleet, site, host, user, profiles, observed, errors, notes)
+        instances[instance.name] = instance
+        external.extend(p for p in instance.profiles if p not in profiles)
+    return DesiredHost(
+        host=host,
+        profiles=profiles,
+        instances=instances,
+        external_profiles=tuple(dict.fromkeys(external)),
+        prune=scope.prune,
+        errors=tuple(errors),
+        notes=tuple(notes),
+    )
+
+
+def _profiles_for(
+    fleet: models.Fleet,
+    site: sites.Site,
+    host: str,
+    scope: _Scope,
+    errors: list[PlanError],
+) -> dict[str, DesiredProfile]:
+    used: list[str] = []
+    versions: list[str] = []
+    for user in scope.users:
+        used.extend(fleet.profiles_of(user))
+        versions.extend(fleet.users[user].cuda)
+    if scope.prune.whole_host:
+        used.extend(name for name, p in fleet.profiles.items() if host in (p.hosts or ()))
+    profiles: dict[str, DesiredProfile] = {}
+    for name in sorted(set(used)):
+        if name in fleet.profiles:
+            profiles[name] = _fleet_profile(fleet.profiles[name], site, host, name)
+    for version in sorted(set(versions)):
+        cuda = _cuda_profile(fleet, site, host, version, errors)
+        if cuda is None:
+            continue
+        if cuda.name in profiles:
+            errors.append(_name_taken(host, cuda.name, version))
+            continue
+        profiles[cuda.name] = cuda
+    return profiles
+
+
+def _fleet_profile(
+    profile: models.Profile, site: sites.Site, host: str, name: str
+) -> DesiredProfile:
+    devices = {dev_name: _host_side(dev, site) for dev_name, dev in profile.devices.items()}
+    config, devices = rules.without_gpu(profile.config, devices, attach_gpus=site.attach_gpus)
+    return _tagged_profile(
+        host=host,
+        name=name,
+        role=ROLE_PROFILE,
+        description=profile.description,
+        config=config,
+        devices=devices,
+    )
+
+
+def _cuda_profile(
+    fleet: models.Fleet, site: sites.Site, host: str, version: str, errors: list[PlanError]
+) -> DesiredProfile | None:
+    name = cuda_profile_name(version)
+    tree = fleet.cuda.get(version)
+    if tree is None:
+        errors.append(
+            PlanError(
+                code=ErrorCode.UNKNOWN_CUDA,
+                host=host,
+                object=ObjectRef(kind=ObjectKind.PROFILE, name=name),
+                message=f"CUDA {version} is listed by a user on {host} but not declared under "
+                "cuda:",
+                fixes=(f'declare it: cuda: {{"{version}": /usr/local/cuda-{version}}}',),
+            )
+        )
+        return None
+    device = {"type": "disk", "source": site.host_path(tree), "path": tree, "readonly": "true"}
+    return _tagged_profile(
+        host=host,
+        name=name,
+        role=ROLE_CUDA,
+        description=f"CUDA {version} from the host, read-only at {tree}",
+        config={},
+        devices={name: device},
+    )
+
+
+def cuda_profile_name(version: str) -> str:
+    """The profile (and device) name of CUDA ``version``: ``cuda-10.0``."""
+    return CUDA_PROFILE.format(version=version)
+
+
+def _tagged_profile(
+    *,
+    host: str,
+    name: str,
+    role: str,
+    description: str,
+    config: Mapping[str, str],
+    devices: Mapping[str, Mapping[str, str]],
+) -> DesiredProfile:
+    tags = {state.TAG_MANAGED: "true", state.TAG_ROLE: role}
+    full = {**dict(config), **tags}
+    body = {"description": description, "config": full, "devices": devices}
+    full[state.TAG_SPEC_HASH] = spec_hash(body)
+    return DesiredProfile(
+        host=host,
+        name=name,
+        role=role,
+        description=description,
+        config=dict(sorted(full.items())),
+        devices=_sorted_devices(devices),
+    )
+
+
+def _name_taken(host: str, name: str, version: str) -> PlanError:
+    return PlanError(
+        code=ErrorCode.PROFILE_NAME_TAKEN,
+        host=host,
+        object=ObjectRef(kind=ObjectKind.PROFILE, name=name),
+        message=f"the fleet declares a profile {name!r}, which is the name of the profile of "
+        f"CUDA {version}",
+        fixes=(f"rename the declared profile {name!r}",),
+    )
+
+
+def _host_side(device: Mapping[str, str], site: sites.Site) -> dict[str, str]:
+    """A profile device with its host-side ``source`` moved onto ``site``."""
+    dev = dict(device)
+    source = dev.get("source", "")
+    if dev.get("type") == "disk" and "pool" not in dev and source.startswith("/"):
+        dev["source"] = site.host_path(source)
+    return dev
+
+
+# --- one container --------------------------------------------------------------------------------
+
+
+def _instance(
+    fleet: models.Fleet,
+    site: sites.Site,
+    host: str,
+    user: str,
+    profiles: Mapping[str, DesiredProfile],
+    observed: state.HostSnapshot | None,
+    errors: list[PlanError],
+    notes: list[str],
+) -> DesiredInstance:
+    spec = fleet.users[user]
+    name = fleet.container_of(user)
+    ref = ObjectRef(kind=ObjectKind.INSTANCE, name=name)
+    cuda = tuple(cuda_profile_name(v) for v in spec.cuda)
+    names = tuple(dict.fromkeys(fleet.defaults.profiles + cuda + spec.profiles))
+    config = {
+        "raw.idmap": raw_idmap(spec.uid, spec.gid, fleet.defaults.container_uid),
+        "security.protection.delete": "true",
+        state.TAG_MANAGED: "true",
+        state.TAG_USER: user,
+        state.TAG_ROLE: ROLE_CONTAINER,
+        rules.TAG_START_HASH: start_hash(names, profiles),
+    }
+    cpu = _limits_cpu(fleet.cpu_of(user), observed, host, ref, errors, notes)
+    if cpu is not None:
+        config["limits.cpu"] = cpu
+    devices = {HOME_DEVICE: _home_device(fleet.defaults, site, user)}
+    if isinstance(spec.gpus, tuple):
+        inherited = _inherited_devices(names, profiles, observed)
+        devices.update(gpu_devices(spec.gpus, inherited))
+        _check_gpus(spec.gpus, observed, host, ref, site, errors)
+    config, devices = rules.without_gpu(config, devices, attach_gpus=site.attach_gpus)
+    body = {"profiles": list(names), "config": config, "devices": devices}
+    config[state.TAG_SPEC_HASH] = spec_hash(body)
+    return DesiredInstance(
+        host=host,
+        name=name,
+        user=user,
+        template=spec.template,
+        alias=_alias(fleet, spec.template),
+        profiles=names,
+        config=dict(sorted(config.items())),
+        devices=_sorted_devices(devices),
+        state=PowerState(fleet.state_of(user)),
+    )
+
+
+def raw_idmap(uid: int, gid: int, container_id: int) -> str:
+    """``raw.idmap`` mapping host ``uid``/``gid`` onto ``container_id`` (as ``lxc config set``)."""
+    return f"uid {uid} {container_id}\ngid {gid} {container_id}"
+
+
+def _home_device(defaults: models.Defaults, site: sites.Site, user: str) -> dict[str, str]:
+    return {
+        "type": "disk",
+        "source": site.host_path(defaults.home_source.replace("{user}", user)),
+        "path": defaults.home_path.replace("{user}", user),
+    }
+
+
+def _alias(fleet: models.Fleet, template: str) -> str:
+    found = fleet.templates.get(template)
+    return found.alias if found is not None else template
+
+
+def resolve_cpu(limit: int | str, cpus: int) -> str | None:
+    """``limits.cpu`` for a fleet CPU limit on a host with ``cpus`` CPUs (0: not known).
+
+    A count is used as given, capped at ``cpus`` when known. A share ``"P%"`` is
+    ``floor(cpus * P / 100)``, at least 1; ``None`` when ``cpus`` is not known.
+    """
+    if isinstance(limit, int):
+        return str(min(limit, cpus) if cpus > 0 else limit)
+    if cpus <= 0:
+        return None
+    percent = int(limit.rstrip("%"))
+    return str(max(1, cpus * percent // 100))
+
+
+def _limits_cpu(
+    limit: int | str,
+    observed: state.HostSnapshot | None,
+    host: str,
+    ref: ObjectRef,
+    errors: list[PlanError],
+    notes: list[str],
+) -> str | None:
+    cpus = observed.cpus if observed is not None else 0
+    value = resolve_cpu(limit, cpus)
+    if value is None and observed is not None:
+        errors.append(
+            PlanError(
+                code=ErrorCode.CPU_COUNT_UNKNOWN,
+                host=host,
+                object=ref,
+                message=f"limits.cpu is {limit} of the host's CPUs, but {host} reported no CPU "
+                "count",
+                fixes=(
+                    f"check `lxc info --resources` on {host}",
+                    "or give the user a CPU count (cpu: 16) instead of a share",
+                ),
+            )
+        )
+    if isinstance(limit, int) and value is not None and value != str(limit):
+        notes.append(
+            f"{host}: {ref.name} asks for {limit} CPUs; the host has {cpus}: limits.cpu is {value}"
+        )
+    return value
+
+
+def _inherited_devices(
+    names: Iterable[str],
+    profiles: Mapping[str, DesiredProfile],
+    observed: state.HostSnapshot | None,
+) -> dict[str, dict[str, str]]:
+    """The devices a container gets from its profiles, later profiles winning (as in LXD)."""
+    devices: dict[str, dict[str, str]] = {}
+    for name in names:
+        if name in profiles:
+            devices.update(profiles[name].devices)
+        elif observed is not None and name in observed.profiles:
+            devices.update(observed.profiles[name].devices)
+    return devices
+
+
+def gpu_devices(
+    ids: Iterable[int], inherited: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, str]]:
+    """Local devices that give a container exactly the GPUs ``ids``.
+
+    Every inherited ``gpu`` device is overridden with ``type: none`` (LXD's inheritance blocker),
+    then ``gpuN`` selects GPU ``N`` by its DRM id. An inherited device that is itself named
+    ``gpuN`` is replaced by the local ``gpuN``.
+    """
+    own = {GPU_DEVICE.format(id=i): {"type": "gpu", "id": str(i)} for i in ids}
+    blocked = {
+        name: {"type": "none"}
+        for name, dev in inherited.items()
+        if dev.get("type") == "gpu" and name not in own
+    }
+    return {**blocked, **own}
+
+
+def _check_gpus(
+    ids: Iterable[int],
+    observed: state.HostSnapshot | None,
+    host: str,
+    ref: ObjectRef,
+    site: sites.Site,
+    errors: list[PlanError],
+) -> None:
+    if observed is None or not site.attach_gpus:
+        return
+    present = sorted(gpu.id for gpu in observed.gpus)
+    for gpu in ids:
+        if gpu not in present:
+            errors.append(
+                PlanError(
+                    code=ErrorCode.GPU_NOT_ON_HOST,
+                    host=host,
+                    object=ref,
+                    message=f"GPU {gpu} is not on {host} (its GPU ids: "
+                    f"{', '.join(map(str, present)) or 'none'})",
+                    fixes=(
+                        f"check `lxc info --resources` on {host}: ids are DRM card ids, which "
+                        "start at 1 on a machine with an onboard GPU",
+                        "then correct the user's gpus: list",
+                    ),
+                )
+            )
+
+
+# --- hashes ---------------------------------------------------------------------------------------
+
+
+def spec_hash(body: Mapping[str, object]) -> str:
+    """``sha256:`` + the SHA-256 of ``body`` as canonical JSON, ignoring any spec-hash tag."""
+    config = body.get("config")
+    if isinstance(config, Mapping):
+        body = {**body, "config": {k: v for k, v in config.items() if k != state.TAG_SPEC_HASH}}
+    return "sha256:" + _sha256(body)
+
+
+def start_hash(names: Iterable[str], profiles: Mapping[str, DesiredProfile]) -> str:
+    """Hash of what LXD applies only at start in the managed profiles ``names`` (in order)."""
+    content = []
+    for name in names:
+        profile = profiles.get(name)
+        if profile is None:
+            continue
+        config = {
+            key: value
+            for key, value in profile.config.items()
+            if rules.config_key_timing(key) is rules.Timing.AT_START
+        }
+        devices = {
+            dev_name: dev
+            for dev_name, dev in profile.devices.items()
+            if rules.device_timing(dev) is rules.Timing.AT_START
+        }
+        if config or devices:
+            content.append([name, config, devices])
+    return "sha256:" + _sha256(content)
+
+
+def _sha256(data: object) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _sorted_devices(devices: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    return {name: dict(sorted(dev.items())) for name, dev in sorted(devices.items())}

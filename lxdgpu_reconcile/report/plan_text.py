@@ -1,0 +1,164 @@
+"""A plan as text, in the manner of ``terraform plan``. Pure: builds rich ``Text`` lines.
+
+Layout: notes, then errors with what to do, then per host one entry per change (``+`` create,
+``~`` update in place, ``-/+`` stop -> update -> start, ``-`` delete) with a ``# why`` line, one
+line per field (``+ added``, ``- removed``, ``~ old -> new``), and a ``pending:`` line for what is
+held back; last the summary line
+``Plan: N to create, N to update, N to restart, N to delete, N pending.``
+
+``render`` returns a renderable: printed on a terminal it has colour, elsewhere rich drops the
+styles. ``plain`` is the same text without styles (golden tests, logs). The CLI prints.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+
+from rich.console import Group
+from rich.text import Text
+
+from lxdgpu_reconcile import state
+from lxdgpu_reconcile.planning import common, diff, plan, rules
+
+_SYMBOLS = {
+    plan.ActionKind.CREATE: ("+", "green"),
+    plan.ActionKind.UPDATE: ("~", "yellow"),
+    plan.ActionKind.START: ("~", "yellow"),
+    plan.ActionKind.STOP: ("~", "yellow"),
+    plan.ActionKind.DELETE: ("-", "red"),
+}
+_RESTART = ("-/+", "magenta")
+_HASH_TAGS = (state.TAG_SPEC_HASH, rules.TAG_START_HASH)
+_HASH_SHOWN = len("sha256:") + 12
+
+
+def render(p: plan.Plan) -> Group:
+    """``p`` as a rich renderable (colour on a terminal)."""
+    return Group(*lines(p))
+
+
+def plain(p: plan.Plan) -> str:
+    """``p`` as text without styles, one line per line, ending with a newline."""
+    return "".join(line.plain + "\n" for line in lines(p))
+
+
+def lines(p: plan.Plan) -> list[Text]:
+    """Every line of the rendered plan."""
+    out: list[Text] = []
+    for note in p.notes:
+        out.append(Text.assemble(("Note: ", "bold cyan"), note))
+    if p.notes:
+        out.append(Text())
+    for error in p.all_errors:
+        out.extend(_error_lines(error))
+    for host in p.hosts:
+        out.extend(_host_lines(host))
+    if not p.actions and not p.all_errors:
+        out.append(Text("No changes: the hosts match the fleet file."))
+    if p.all_errors:
+        out.append(
+            Text(
+                f"{_count(p.summary.errors, 'error')}: hosts with errors are not applied.",
+                style="bold red",
+            )
+        )
+    out.append(Text(summary_line(p.summary), style="bold"))
+    return out
+
+
+def summary_line(s: plan.Summary) -> str:
+    return (
+        f"Plan: {s.create} to create, {s.update} to update, {s.restart} to restart, "
+        f"{s.delete} to delete, {s.pending} pending."
+    )
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _error_lines(error: common.PlanError) -> Iterator[Text]:
+    yield Text.assemble(("Error: ", "bold red"), f"{error.message} [{error.code.value}]")
+    for fix in error.fixes:
+        yield Text(f"  - {fix}")
+    yield Text()
+
+
+def _host_lines(host: plan.HostPlan) -> Iterator[Text]:
+    if not host.actions:
+        return
+    heading = host.host if host.applyable else f"{host.host} (not applied: it has errors)"
+    yield Text(heading + ":", style="bold")
+    steps: dict[str, list[plan.Action]] = {}
+    for action in host.actions:
+        if action.part_of is not None:
+            steps.setdefault(action.part_of, []).append(action)
+    for action in host.actions:
+        if action.part_of is None:
+            yield from _entry(action, steps.get(action.id, []))
+    yield Text()
+
+
+def _entry(action: plan.Action, helpers: list[plan.Action]) -> Iterator[Text]:
+    symbol, style = _RESTART if action.restart else _SYMBOLS[action.kind]
+    header = Text.assemble(
+        "  ", (symbol, f"bold {style}"), " ", f"{action.object.kind.value} {action.object.name}"
+    )
+    words = _step_words(action, helpers)
+    if words:
+        header.append(f" ({words})")
+    yield header
+    if action.reason:
+        yield Text(f"      # {action.reason}", style="dim")
+    for change in action.changes:
+        yield _change_line(change, timed=action.kind is plan.ActionKind.UPDATE)
+    if action.pending is not None:
+        yield Text.assemble(("      pending: ", "bold yellow"), action.pending)
+
+
+def _step_words(action: plan.Action, helpers: Iterable[plan.Action]) -> str:
+    names = {
+        plan.ActionKind.CREATE: "create",
+        plan.ActionKind.UPDATE: "update",
+        plan.ActionKind.START: "start",
+        plan.ActionKind.STOP: "stop",
+        plan.ActionKind.DELETE: "delete",
+    }
+    before = [names[h.kind] for h in helpers if _before(h, action)]
+    after = [names[h.kind] for h in helpers if not _before(h, action)]
+    steps = [*before, names[action.kind], *after]
+    if len(steps) == 1:
+        return ""
+    if len(steps) == 2:
+        return f"{steps[0]}, then {steps[1]}"
+    return " -> ".join(steps)
+
+
+def _before(helper: plan.Action, action: plan.Action) -> bool:
+    """A helper step the action depends on runs before it (a stop); others after (a start)."""
+    return helper.id in action.depends_on
+
+
+def _change_line(change: diff.FieldChange, *, timed: bool) -> Text:
+    key = change.dotted
+    timing = "  (at start)" if timed and change.at_start else ""
+    if change.old is None:
+        symbol, style, text = "+", "green", _value(change, change.new)
+    elif change.new is None:
+        symbol, style, text = "-", "red", _value(change, change.old)
+    else:
+        symbol, style = "~", "yellow"
+        text = f"{_value(change, change.old)} -> {_value(change, change.new)}"
+    return Text.assemble("      ", (symbol, style), f" {key}: {text}{timing}")
+
+
+def _value(change: diff.FieldChange, value: diff.Value | None) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in sorted(value.items())) + "}"
+    text = value or ""
+    if change.path[:1] == ("config",) and change.path[-1] in _HASH_TAGS and len(text) > _HASH_SHOWN:
+        text = text[:_HASH_SHOWN] + "..."
+    return json.dumps(text) if change.path != ("state",) else text

@@ -1,0 +1,309 @@
+"""Helpers for the planner tests: fleets and snapshots from YAML data, and a pure "apply".
+
+``simulate_apply`` performs a plan's non-pending actions on a snapshot the way LXD would (using
+the action bodies exactly as the executor must: ``request()``, ``create_request()`` and
+``put_request``), adds the keys LXD adds on its own (``volatile.*``, ``image.*``) and refuses what
+LXD refuses (deleting a running or protected container, a profile in use, an action whose
+dependency has not run). Planning again on the result is the idempotency check.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from lxdgpu_reconcile import site as sites
+from lxdgpu_reconcile import state
+from lxdgpu_reconcile.planning import desired as desiring
+from lxdgpu_reconcile.planning import plan as planning
+from lxdgpu_reconcile.planning.common import ObjectKind
+from lxdgpu_reconcile.spec.models import Fleet
+
+#: What every case starts from; a case's ``fleet`` is merged onto it key by key.
+BASE_FLEET: dict[str, Any] = {
+    "version": 1,
+    "hosts": {"h1": {"endpoint": "unix:///var/lib/lxd/unix.socket"}},
+    "templates": {"desk": {"alias": "tpl-desk", "base": "tpl-base", "build_host": "h1"}},
+    "cuda": {"9.0": "/usr/local/cuda-9.0", "10.0": "/usr/local/cuda-10.0"},
+}
+
+#: The default profile of a fresh host, as ``lxd init`` leaves it.
+FRESH_DEFAULT: dict[str, Any] = {
+    "devices": {
+        "root": {"type": "disk", "path": "/", "pool": "default"},
+        "eth0": {"type": "nic", "nictype": "macvlan", "parent": "eno1", "name": "eth0"},
+    }
+}
+
+#: Keys LXD writes into a container's local config when it creates it from an image.
+LXD_ADDED = {
+    "volatile.base_image": "0123abcd",
+    "volatile.idmap.base": "0",
+    "volatile.idmap.next": "[]",
+    "volatile.last_state.idmap": "[]",
+    "volatile.uuid": "5e1f0000-0000-4000-8000-000000000000",
+    "image.os": "Ubuntu",
+    "image.release": "bionic",
+}
+
+
+def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in, mappings key by key; a ``None`` value deletes."""
+    out = copy.deepcopy(dict(base))
+    for key, value in extra.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def fleet_from(data: Mapping[str, Any] | str | None) -> Fleet:
+    extra: Mapping[str, Any] = yaml.safe_load(data) if isinstance(data, str) else data or {}
+    return Fleet.model_validate(merge(BASE_FLEET, extra))
+
+
+def site_from(data: Mapping[str, Any] | None) -> sites.Site:
+    return sites.Site.model_validate(data or {})
+
+
+# --- snapshots from case data ---------------------------------------------------------------------
+
+
+def snapshot_from(
+    observed: Mapping[str, Any], fleet: Fleet, site: sites.Site
+) -> state.FleetSnapshot:
+    """A snapshot from a case's ``observed`` mapping (host -> description).
+
+    Per host: ``cpus`` (32), ``gpus`` (ids, none), ``images`` (aliases, ``[tpl-desk]``),
+    ``unreachable`` (a message), ``profiles`` (``{default: FRESH_DEFAULT}`` when absent) and
+    ``instances``. A profile or instance with ``as_desired: true`` starts from what the plan
+    would write (for an instance: plus what LXD adds itself); ``config``/``devices`` entries are
+    then merged onto it (``null`` removes), ``untag: true`` drops every ``user.lxdgpu.*`` key.
+    """
+    first = state.FleetSnapshot(
+        hosts={name: _host(name, data, {}) for name, data in observed.items()}
+    )
+    want = desiring.expand(fleet, first, site)
+    return state.FleetSnapshot(
+        hosts={name: _host(name, data, _desired_of(want, name)) for name, data in observed.items()}
+    )
+
+
+def _desired_of(want: desiring.DesiredState, host: str) -> dict[str, Any]:
+    found = want.hosts.get(host)
+    if found is None:
+        return {}
+    return {"profiles": found.profiles, "instances": found.instances}
+
+
+def _host(name: str, data: Mapping[str, Any] | None, want: Mapping[str, Any]) -> state.HostSnapshot:
+    data = data or {}
+    if "unreachable" in data:
+        return state.HostSnapshot(
+            host=name,
+            endpoint="unix:///x",
+            error=state.HostError(
+                kind=state.HostErrorKind.UNREACHABLE,
+                message=data["unreachable"],
+                hint=f"start LXD on {name}",
+            ),
+        )
+    profiles = {
+        pname: _profile(pname, pdata or {}, want.get("profiles", {}))
+        for pname, pdata in (data.get("profiles") or {"default": FRESH_DEFAULT}).items()
+    }
+    instances = {
+        iname: _instance(iname, idata or {}, want.get("instances", {}), profiles)
+        for iname, idata in (data.get("instances") or {}).items()
+        if not (idata or {}).get("as_desired") or want
+    }
+    return state.HostSnapshot(
+        host=name,
+        endpoint="unix:///x",
+        cpus=data.get("cpus", 32),
+        gpus=tuple(state.GpuObs(id=i) for i in data.get("gpus", ())),
+        images=tuple(
+            state.ImageObs(fingerprint=f"fp-{alias}", aliases=(alias,))
+            for alias in data.get("images", ["tpl-desk"])
+        ),
+        profiles=profiles,
+        instances=instances,
+    )
+
+
+def _profile(
+    name: str, data: Mapping[str, Any], want: Mapping[str, desiring.DesiredProfile]
+) -> state.ProfileObs:
+    base: dict[str, Any] = {"description": "", "config": {}, "devices": {}}
+    if data.get("as_desired") and name in want:
+        base = want[name].model_dump(include={"description", "config", "devices"})
+    body = _overlay(base, data)
+    return state.ProfileObs(name=name, **body)
+
+
+def _instance(
+    name: str,
+    data: Mapping[str, Any],
+    want: Mapping[str, desiring.DesiredInstance],
+    profiles: Mapping[str, state.ProfileObs],
+) -> state.InstanceObs:
+    base: dict[str, Any] = {"profiles": ["default"], "config": dict(LXD_ADDED), "devices": {}}
+    if data.get("as_desired") and name in want:
+        found = want[name]
+        base = {
+            "profiles": list(found.profiles),
+            "config": {**found.config, **LXD_ADDED},
+            "devices": found.devices,
+        }
+    body = _overlay(base, data)
+    return expanded(
+        state.InstanceObs(
+            name=name,
+            type=data.get("type", "container"),
+            status=data.get("status", "Running"),
+            profiles=tuple(data.get("profiles", body["profiles"])),
+            config=body["config"],
+            devices=body["devices"],
+        ),
+        profiles,
+    )
+
+
+def _overlay(base: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for key in ("config", "devices"):
+        out[key] = merge(out.get(key) or {}, data.get(key) or {})
+    if "description" in data:
+        out["description"] = data["description"]
+    if data.get("untag"):
+        out["config"] = {k: v for k, v in out["config"].items() if not k.startswith("user.lxdgpu.")}
+    return out
+
+
+def expanded(obs: state.InstanceObs, profiles: Mapping[str, state.ProfileObs]) -> state.InstanceObs:
+    """``obs`` with ``expanded_config``/``expanded_devices`` as LXD computes them."""
+    config: dict[str, str] = {}
+    devices: dict[str, dict[str, str]] = {}
+    for name in obs.profiles:
+        if name in profiles:
+            config.update(profiles[name].config)
+            devices.update(profiles[name].devices)
+    config.update(obs.config)
+    devices.update(obs.devices)
+    return obs.model_copy(update={"expanded_config": config, "expanded_devices": devices})
+
+
+# --- a pure "apply" -------------------------------------------------------------------------------
+
+
+class Refused(AssertionError):
+    """What LXD would refuse, or an action out of order."""
+
+
+def simulate_apply(p: planning.Plan, snapshot: state.FleetSnapshot) -> state.FleetSnapshot:
+    """``snapshot`` after the executor performed ``p``'s non-pending actions."""
+    hosts = dict(snapshot.hosts)
+    for host_plan in p.hosts:
+        if not host_plan.applyable:
+            continue
+        hosts[host_plan.host] = _apply_host(host_plan, hosts[host_plan.host])
+    return state.FleetSnapshot(hosts=hosts)
+
+
+def _apply_host(host_plan: planning.HostPlan, snap: state.HostSnapshot) -> state.HostSnapshot:
+    instances = dict(snap.instances)
+    profiles = dict(snap.profiles)
+    done: set[str] = set()
+    for action in host_plan.actions:
+        if action.pending is not None:
+            continue
+        missing = [dep for dep in action.depends_on if dep not in done]
+        if missing:
+            raise Refused(f"{action.id} runs before {missing}")
+        if action.object.kind is ObjectKind.PROFILE:
+            _apply_profile(action, profiles, instances)
+        else:
+            _apply_instance(action, instances, profiles)
+        done.add(action.id)
+    instances = {name: expanded(obs, profiles) for name, obs in instances.items()}
+    return snap.model_copy(update={"instances": instances, "profiles": profiles})
+
+
+def _apply_profile(
+    action: planning.Action,
+    profiles: dict[str, state.ProfileObs],
+    instances: Mapping[str, state.InstanceObs],
+) -> None:
+    name = action.object.name
+    body = action.body
+    if action.kind is planning.ActionKind.CREATE:
+        assert isinstance(body, planning.ProfileBody)
+        if name in profiles:
+            raise Refused(f"profile {name} already exists")
+        profiles[name] = state.ProfileObs(**body.create_request())
+    elif action.kind is planning.ActionKind.UPDATE:
+        assert isinstance(body, planning.ProfileBody)
+        current = profiles[name].model_dump()
+        profiles[name] = state.ProfileObs(name=name, **planning.put_request(body, current))
+    elif action.kind is planning.ActionKind.DELETE:
+        users = [i.name for i in instances.values() if name in i.profiles]
+        if users:
+            raise Refused(f"profile {name} is in use by {users}")
+        del profiles[name]
+    else:
+        raise Refused(f"{action.kind} of a profile")
+
+
+def _apply_instance(
+    action: planning.Action,
+    instances: dict[str, state.InstanceObs],
+    profiles: Mapping[str, state.ProfileObs],
+) -> None:
+    name = action.object.name
+    body = action.body
+    kind = action.kind
+    if kind is planning.ActionKind.CREATE:
+        assert isinstance(body, planning.CreateInstanceBody)
+        request = body.request()
+        missing = [p for p in request["profiles"] if p not in profiles]
+        if name in instances or missing:
+            raise Refused(f"create {name}: exists or missing profiles {missing}")
+        instances[name] = state.InstanceObs(
+            name=name,
+            status="Stopped",
+            profiles=tuple(request["profiles"]),
+            config={**request["config"], **LXD_ADDED},
+            devices=request["devices"],
+        )
+    elif kind is planning.ActionKind.UPDATE:
+        assert isinstance(body, planning.InstanceBody)
+        current = instances[name]
+        request = planning.put_request(body, current.model_dump())
+        if any(k.startswith("volatile.idmap") for k in current.config) and not any(
+            k.startswith("volatile.idmap") for k in request["config"]
+        ):
+            raise Refused("Volatile idmap keys can't be deleted by the user")
+        instances[name] = current.model_copy(
+            update={
+                "profiles": tuple(request["profiles"]),
+                "config": request["config"],
+                "devices": request["devices"],
+            }
+        )
+    elif kind is planning.ActionKind.START:
+        instances[name] = instances[name].model_copy(update={"status": "Running"})
+    elif kind is planning.ActionKind.STOP:
+        instances[name] = instances[name].model_copy(update={"status": "Stopped"})
+    elif kind is planning.ActionKind.DELETE:
+        current = expanded(instances[name], profiles)
+        if current.running:
+            raise Refused(f"{name}: Instance is running")
+        if current.expanded_config.get("security.protection.delete") == "true":
+            raise Refused(f"{name}: Instance is protected")
+        del instances[name]
