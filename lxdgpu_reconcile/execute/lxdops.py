@@ -55,12 +55,28 @@ def _call(what: str, func: Any, *args: Any, **kwargs: Any) -> requests.Response:
     return response
 
 
-def wait_operation(client: Any, response: requests.Response, what: str, timeout: float) -> None:
-    """Wait for the operation ``response`` started, until it ends or ``timeout`` passes."""
+def call(what: str, func: Any, *args: Any, **kwargs: Any) -> requests.Response:
+    """``func(*args, **kwargs)`` (a ``client.api`` method); failures become ``LxdError``."""
+    return _call(what, func, *args, **kwargs)
+
+
+def operation_id(response: requests.Response) -> str:
+    """The id of the operation an async ``response`` started."""
+    return str(response.json()["operation"]).rstrip("/").split("/")[-1]
+
+
+def wait_operation(
+    client: Any, response: requests.Response, what: str, timeout: float
+) -> dict[str, Any]:
+    """Wait for the operation ``response`` started, until it ends or ``timeout`` passes.
+
+    Returns the operation's ``metadata`` (e.g. the fingerprint of a published image, or the exit
+    code of an exec); ``{}`` for a synchronous response.
+    """
     body = response.json()
     if body.get("type") != "async":
-        return
-    op_id = body["operation"].rstrip("/").split("/")[-1]
+        return {}
+    op_id = operation_id(response)
     deadline = time.monotonic() + timeout
     while True:
         left = max(1, min(30, int(deadline - time.monotonic())))
@@ -68,7 +84,7 @@ def wait_operation(client: Any, response: requests.Response, what: str, timeout:
         meta = reply.json().get("metadata") or {}
         status_code = meta.get("status_code")
         if status_code == 200:
-            return
+            return dict(meta.get("metadata") or {})
         if status_code in (400, 401):
             error = meta.get("err") or "failed"
             raise LxdError(f"{what}: {error}", status=status_code, hint=explain(error))
