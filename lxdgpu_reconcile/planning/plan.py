@@ -30,8 +30,11 @@ kind           object      how the executor performs it
 
 Rules for the executor: perform actions in plan order (or in parallel where ``depends_on``
 allows); never perform an action with ``pending`` set, nor one whose ``depends_on`` failed; skip
-every host whose ``applyable`` is False (all its actions are pending anyway). ``reason`` only
-explains: no decision may depend on it.
+every host whose ``applyable`` is False (all its actions are pending anyway). Before an update or
+a delete, read the object again and write only if its fingerprint
+(``fingerprint.instance``/``fingerprint.profile`` with the body's ``preserve``, or none for a
+delete) equals ``observed`` and it is tagged ``user.lxdgpu.managed`` or the action has ``adopt``.
+``reason`` only explains: no decision may depend on it.
 
 An update that LXD applies only at start, on a running container, is three actions: ``stop``,
 ``update`` (``restart: true``) and ``start``, chained by ``depends_on``. Without
@@ -56,6 +59,7 @@ from lxdgpu_reconcile import site as sites
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.planning import desired as desiring
 from lxdgpu_reconcile.planning import diff, rules
+from lxdgpu_reconcile.planning import fingerprint as fingerprints
 from lxdgpu_reconcile.planning.common import (
     ErrorCode,
     Frozen,
@@ -169,6 +173,11 @@ class Action(Frozen):
     ``id`` is stable across runs: ``HOST/KIND/NAME/STEP``. ``part_of`` is set on the helper
     steps of another action (the stop and start around a restart-update, the start after a
     create, the stop before a delete) and names it; counts and headings use the other actions.
+
+    ``observed`` is the fingerprint (``planning.fingerprint``) of the object as the plan saw it,
+    on updates and deletes: the executor writes only if the object still has it. ``adopt`` is
+    set on updates of an untagged object the plan takes over (``--adopt``, or LXD's ``default``
+    profile when the fleet declares it): the executor writes an untagged object only then.
     """
 
     id: str
@@ -182,6 +191,8 @@ class Action(Frozen):
     depends_on: tuple[str, ...] = ()
     part_of: str | None = None
     body: Body | None = None
+    observed: str | None = None
+    adopt: bool = False
 
 
 class HostPlan(Frozen):
@@ -443,6 +454,8 @@ class _HostPlanner:
         depends_on: Iterable[str] = (),
         part_of: str | None = None,
         body: Body | None = None,
+        observed: str | None = None,
+        adopt: bool = False,
     ) -> str:
         action_id = self.action_id(ref, step)
         action = Action(
@@ -457,6 +470,8 @@ class _HostPlanner:
             depends_on=tuple(dict.fromkeys(depends_on)),
             part_of=part_of,
             body=body,
+            observed=observed,
+            adopt=adopt,
         )
         self.actions.append((step, action))
         return action_id
@@ -524,7 +539,14 @@ class _HostPlanner:
         changes = diff.diff(wanted, diff.profile_essence(obs, self.preserve))
         if changes:
             self.profile_writes[want.name] = self.add(
-                ActionKind.UPDATE, ref, "profile-write", reason=reason, changes=changes, body=body
+                ActionKind.UPDATE,
+                ref,
+                "profile-write",
+                reason=reason,
+                changes=changes,
+                body=body,
+                observed=fingerprints.profile(obs, self.preserve),
+                adopt=not obs.managed,
             )
 
     def _profile_reason(self, want: desiring.DesiredProfile, obs: state.ProfileObs) -> str | None:
@@ -673,7 +695,16 @@ class _HostPlanner:
             if adopting
             else _drift_or_change(want.config, obs.config)
         )
-        update = _Update(self, ref, have, changes, deps, reason)
+        update = _Update(
+            self,
+            ref,
+            have,
+            changes,
+            deps,
+            reason,
+            observed=fingerprints.instance(obs, self.preserve),
+            adopt=adopting,
+        )
         if _STATUS[obs.status] is PowerState.STOPPED:
             update.when_stopped(start=want.state is PowerState.RUNNING)
         elif want.state is PowerState.STOPPED:
@@ -737,6 +768,7 @@ class _HostPlanner:
             reason=f"not in the fleet file (tagged for user {user or '?'})",
             pending=pending,
             depends_on=deps,
+            observed=fingerprints.instance(obs, None),
         )
         if pending is None:
             self.deleted.add(obs.name)
@@ -767,6 +799,7 @@ class _HostPlanner:
                 reason="no longer needed by the fleet file",
                 pending=pending,
                 depends_on=self.leaving.get(name, ()),
+                observed=fingerprints.profile(obs, None),
             )
 
     def _users_after(self, profile: str) -> list[str]:
@@ -826,6 +859,9 @@ class _Update:
         changes: tuple[diff.FieldChange, ...],
         deps: list[str],
         reason: str,
+        *,
+        observed: str,
+        adopt: bool,
     ) -> None:
         self.planner = planner
         self.ref = ref
@@ -833,28 +869,46 @@ class _Update:
         self.changes = changes
         self.deps = deps
         self.reason = reason
+        self.observed = observed
+        self.adopt = adopt
 
-    def _body(self, changes: Iterable[diff.FieldChange]) -> InstanceBody:
-        after = diff.apply_changes(self.have, changes)
-        return InstanceBody(
-            profiles=after.profiles or (),
-            config=after.config,
-            devices=after.devices,
-            preserve=self.planner.preserve,
+    def _write(
+        self,
+        step: str,
+        changes: tuple[diff.FieldChange, ...],
+        *,
+        reason: str,
+        depends_on: Iterable[str],
+        before: tuple[diff.FieldChange, ...] = (),
+        restart: bool = False,
+        pending: str | None = None,
+    ) -> str:
+        """An update writing ``changes`` onto the container as it is after ``before``."""
+        base = diff.apply_changes(self.have, before)
+        after = diff.apply_changes(base, changes)
+        return self.planner.add(
+            ActionKind.UPDATE,
+            self.ref,
+            step,
+            reason=reason,
+            changes=changes,
+            restart=restart,
+            pending=pending,
+            depends_on=depends_on,
+            body=InstanceBody(
+                profiles=after.profiles or (),
+                config=after.config,
+                devices=after.devices,
+                preserve=self.planner.preserve,
+            ),
+            observed=fingerprints.of_essence(base),
+            adopt=self.adopt,
         )
 
     def when_stopped(self, *, start: bool) -> None:
         update = None
         if self.changes:
-            update = self.planner.add(
-                ActionKind.UPDATE,
-                self.ref,
-                "update",
-                reason=self.reason,
-                changes=self.changes,
-                depends_on=self.deps,
-                body=self._body(self.changes),
-            )
+            update = self._write("update", self.changes, reason=self.reason, depends_on=self.deps)
         if start:
             self.planner.add(
                 ActionKind.START,
@@ -877,51 +931,33 @@ class _Update:
             part_of=update_id,
         )
         if self.changes:
-            self.planner.add(
-                ActionKind.UPDATE,
-                self.ref,
-                "update",
-                reason=self.reason,
-                changes=self.changes,
-                depends_on=[stop, *self.deps],
-                body=self._body(self.changes),
-            )
+            self._write("update", self.changes, reason=self.reason, depends_on=[stop, *self.deps])
 
     def while_running(self, *, allow_restart: bool) -> None:
-        at_start = [change for change in self.changes if change.at_start]
-        if not at_start:
+        if not any(change.at_start for change in self.changes):
             if self.changes:
-                self.planner.add(
-                    ActionKind.UPDATE,
-                    self.ref,
-                    "update",
-                    reason=self.reason,
-                    changes=self.changes,
-                    depends_on=self.deps,
-                    body=self._body(self.changes),
-                )
+                self._write("update", self.changes, reason=self.reason, depends_on=self.deps)
             return
-        held = self.changes
-        earlier: list[str] = []
-        if not allow_restart:
-            live, held = _split(self.changes)
-            if live:
-                earlier.append(
-                    self.planner.add(
-                        ActionKind.UPDATE,
-                        self.ref,
-                        "update",
-                        reason=f"{self.reason}; the part LXD applies live",
-                        changes=live,
-                        depends_on=self.deps,
-                        body=self._body(live),
-                    )
+        if allow_restart:
+            self._restart(self.changes, (), [], pending=None)
+            return
+        live, held = _split(self.changes)
+        earlier = []
+        if live:
+            earlier.append(
+                self._write(
+                    "update",
+                    live,
+                    reason=f"{self.reason}; the part LXD applies live",
+                    depends_on=self.deps,
                 )
-        self._restart(held, earlier, pending=None if allow_restart else _NEEDS_RESTART)
+            )
+        self._restart(held, live, earlier, pending=_NEEDS_RESTART)
 
     def _restart(
         self,
         changes: tuple[diff.FieldChange, ...],
+        before: tuple[diff.FieldChange, ...],
         earlier: list[str],
         *,
         pending: str | None,
@@ -938,17 +974,15 @@ class _Update:
             pending=pending,
             part_of=update_id,
         )
-        self.planner.add(
-            ActionKind.UPDATE,
-            self.ref,
+        self._write(
             "restart-update",
+            changes,
             reason=f"{self.reason}; LXD applies {why} only at start, so the container is "
             "stopped, updated and started again",
-            changes=changes,
+            depends_on=[stop, *earlier, *self.deps],
+            before=before,
             restart=True,
             pending=pending,
-            depends_on=[stop, *earlier, *self.deps],
-            body=self._body(self.changes),
         )
         self.planner.add(
             ActionKind.START,

@@ -3,8 +3,10 @@
 ``simulate_apply`` performs a plan's non-pending actions on a snapshot the way LXD would (using
 the action bodies exactly as the executor must: ``request()``, ``create_request()`` and
 ``put_request``), adds the keys LXD adds on its own (``volatile.*``, ``image.*``) and refuses what
-LXD refuses (deleting a running or protected container, a profile in use, an action whose
-dependency has not run). Planning again on the result is the idempotency check.
+LXD or the executor refuses: deleting a running or protected container or a profile in use, an
+action whose dependency has not run, a write to an object that is no longer what the plan saw
+(``Action.observed``) or that is untagged without ``Action.adopt``. Planning again on the result
+is the idempotency check.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import yaml
 from lxdgpu_reconcile import site as sites
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.planning import desired as desiring
+from lxdgpu_reconcile.planning import fingerprint as fingerprints
 from lxdgpu_reconcile.planning import plan as planning
 from lxdgpu_reconcile.planning.common import ObjectKind
 from lxdgpu_reconcile.spec.models import Fleet
@@ -226,6 +229,8 @@ def _apply_host(host_plan: planning.HostPlan, snap: state.HostSnapshot) -> state
         missing = [dep for dep in action.depends_on if dep not in done]
         if missing:
             raise Refused(f"{action.id} runs before {missing}")
+        if action.kind in (planning.ActionKind.UPDATE, planning.ActionKind.DELETE):
+            _check_unchanged(action, profiles, instances)
         if action.object.kind is ObjectKind.PROFILE:
             _apply_profile(action, profiles, instances)
         else:
@@ -233,6 +238,27 @@ def _apply_host(host_plan: planning.HostPlan, snap: state.HostSnapshot) -> state
         done.add(action.id)
     instances = {name: expanded(obs, profiles) for name, obs in instances.items()}
     return snap.model_copy(update={"instances": instances, "profiles": profiles})
+
+
+def _check_unchanged(
+    action: planning.Action,
+    profiles: Mapping[str, state.ProfileObs],
+    instances: Mapping[str, state.InstanceObs],
+) -> None:
+    """What the executor checks before an update or a delete."""
+    body = action.body
+    keep = body.preserve if isinstance(body, planning.InstanceBody | planning.ProfileBody) else None
+    current: state.ProfileObs | state.InstanceObs
+    if action.object.kind is ObjectKind.PROFILE:
+        current = profiles[action.object.name]
+        now = fingerprints.profile(current, keep)
+    else:
+        current = instances[action.object.name]
+        now = fingerprints.instance(current, keep)
+    if now != action.observed:
+        raise Refused(f"{action.id}: the object is not what the plan saw")
+    if not current.managed and not action.adopt:
+        raise Refused(f"{action.id}: untagged, and the action does not adopt it")
 
 
 def _apply_profile(

@@ -10,6 +10,7 @@ from typing import Any
 
 from lxdgpu_reconcile import site as sites
 from lxdgpu_reconcile import state
+from lxdgpu_reconcile.planning import fingerprint
 from lxdgpu_reconcile.planning import plan as planning
 from lxdgpu_reconcile.planning import rules
 from tests.unit.planning import support
@@ -179,3 +180,47 @@ def test_put_request_keeps_what_the_plan_leaves_alone() -> None:
             "home": {"type": "disk", "source": "/home/t", "path": "/h"},
         },
     }
+
+
+def test_held_back_restart_is_valid_after_the_live_part() -> None:
+    """The pending restart-update of a split change expects the container as the live update
+    leaves it, so releasing the hold (a later policy) performs it without planning again."""
+    fleet = support.fleet_from(
+        {"users": {"tom": {"host": "h1", "template": "desk", "uid": 1003, "gid": 1003}}}
+    )
+    observed = {
+        "h1": {
+            "instances": {
+                "tom-container": {
+                    "as_desired": True,
+                    "config": {"limits.cpu": "8", "raw.idmap": "uid 1 1000\ngid 1 1000"},
+                }
+            }
+        }
+    }
+    snapshot = support.snapshot_from(observed, fleet, sites.REAL)
+    made = planning.make_plan(fleet, snapshot, sites.REAL)
+    assert [a.pending is None for a in made.actions] == [True, False, False, False]
+    hosts = tuple(
+        host.model_copy(
+            update={"actions": tuple(a.model_copy(update={"pending": None}) for a in host.actions)}
+        )
+        for host in made.hosts
+    )
+    after = support.simulate_apply(made.model_copy(update={"hosts": hosts}), snapshot)
+    assert planning.make_plan(fleet, after, sites.REAL).actions == ()
+
+
+def test_fingerprint_ignores_power_state_and_lxd_keys() -> None:
+    base = state.InstanceObs(
+        name="c", status="Running", profiles=("default",), config={"limits.cpu": "2"}
+    )
+    stopped = base.model_copy(
+        update={
+            "status": "Stopped",
+            "config": {"limits.cpu": "2", "volatile.last_state.power": "x"},
+        }
+    )
+    changed = base.model_copy(update={"config": {"limits.cpu": "3"}})
+    assert fingerprint.instance(base, None) == fingerprint.instance(stopped, None)
+    assert fingerprint.instance(base, None) != fingerprint.instance(changed, None)

@@ -144,6 +144,8 @@ def test_json_shape_is_stable() -> None:
         "depends_on",
         "part_of",
         "body",
+        "observed",
+        "adopt",
     ]
     assert list(action["changes"][0]) == ["path", "old", "new", "timing"]
     error = data["hosts"][1]["errors"][0]
