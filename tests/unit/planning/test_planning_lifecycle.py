@@ -10,9 +10,8 @@ from typing import Any
 
 from lxdgpu_reconcile import site as sites
 from lxdgpu_reconcile import state
-from lxdgpu_reconcile.planning import fingerprint
+from lxdgpu_reconcile.planning import fingerprint, rules
 from lxdgpu_reconcile.planning import plan as planning
-from lxdgpu_reconcile.planning import rules
 from tests.unit.planning import support
 
 FLEET: dict[str, Any] = {
