@@ -129,6 +129,8 @@ def _report(outcome: Outcome) -> None:
                 err_console.print(f"  what to do: {copy.hint}", markup=False)
         elif copy.action == "copied":
             out.print(f"copied to {copy.host} in {copy.seconds:.1f} s", markup=False)
+        elif copy.action == "aliased":
+            out.print(f"{copy.host} had the image; pointed {outcome.alias} at it", markup=False)
         else:
             out.print(f"{copy.host} already has it", markup=False)
     for host, fingerprints in outcome.pruned.items():

@@ -8,10 +8,8 @@ planner); this module only carries it out.
   runs each step, stops the container, publishes it with the recipe hash and moves the alias
   (the old image keeps ``ALIAS-previous``). The build container is deleted in a ``finally``, also
   on failure and on Ctrl-C; ``remove_leftover_builds`` removes any that a killed run left behind.
-- Steps run through ``POST /1.0/instances/NAME/exec`` with ``record-output`` and no websockets:
-  pylxd's ``wss://`` exec does not verify the pinned server certificate. The recorded output is a
-  log file of the instance, which LXD 5.0 lets us read while the command runs, so each new line
-  is streamed to ``progress`` as it appears (range requests on the log, one poll a second).
+- Steps run through ``execute.commands.run_command``: no websockets (pylxd's ``wss://`` exec does
+  not verify the pinned server certificate), output streamed to ``progress`` line by line.
 - ``copy_image`` pulls an image from one host to another over LXD's own image transfer, with a
   one-time secret (the images are private), and sets the alias there.
 - ``prune_old_images`` deletes a template's tagged images that no alias names and no container
@@ -23,15 +21,12 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import requests
-
-from lxdgpu_reconcile.execute import lxdops
+from lxdgpu_reconcile.execute import commands, lxdops
 from lxdgpu_reconcile.execute.lxdops import LxdError
 from lxdgpu_reconcile.spec.models import Template
 from lxdgpu_reconcile.state import TAG_ROLE, ImageObs
@@ -39,18 +34,6 @@ from lxdgpu_reconcile.templates import recipe
 
 #: Default deadline for one step of a build, in seconds.
 DEFAULT_STEP_TIMEOUT = 3600.0
-#: How many of the last output lines a failed step reports.
-TAIL_LINES = 30
-#: Environment of every step (LXD adds nothing else for a non-interactive exec).
-STEP_ENVIRONMENT = {
-    "HOME": "/root",
-    "USER": "root",
-    "LANG": "C.UTF-8",
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "DEBIAN_FRONTEND": "noninteractive",
-}
-#: Seconds between two reads of a running step's output.
-POLL_SECONDS = 1
 _IMAGE_EXISTS = re.compile(r"The image already exists: ([0-9a-f]{64})")
 
 
@@ -288,7 +271,7 @@ def _run_steps(
     for number, command in enumerate(template.steps, start=1):
         progress(StepStarted(number, total, command))
         began = time.monotonic()
-        exit_code, tail = run_command(
+        exit_code, tail = commands.run_command(
             client,
             container,
             command,
@@ -332,131 +315,6 @@ def _step_failed(
         "fix the step in the fleet file (try it in a container launched from the base) "
         "and build again",
     )
-
-
-def run_command(
-    client: Any,
-    instance: str,
-    command: str,
-    *,
-    on_line: Callable[[str], None],
-    timeout: float,
-    environment: Mapping[str, str] = STEP_ENVIRONMENT,
-) -> tuple[int | None, tuple[str, ...]]:
-    """Run ``command`` with ``/bin/sh -c`` as root in the running ``instance``.
-
-    Each line of output (standard error merged into standard output, so lines keep their order)
-    goes to ``on_line`` while the command runs. Returns the exit code, or None when ``timeout``
-    passed first (the command may still run: stop the instance), and the last output lines.
-    """
-    body = {
-        "command": ["/bin/sh", "-c", "exec 2>&1\n" + command],
-        "environment": dict(environment),
-        "record-output": True,
-        "wait-for-websocket": False,
-        "interactive": False,
-    }
-    what = f"run a step in {instance}"
-    response = lxdops.call(what, client.api.instances[instance]["exec"].post, json=body)
-    op_id = lxdops.operation_id(response)
-    log = _LogReader(client, instance, f"exec_{op_id}.stdout", on_line)
-    deadline = time.monotonic() + timeout
-    while True:
-        meta = _wait_briefly(client, op_id, what)
-        if meta.get("status_code") not in (None, 103):
-            break
-        log.read()
-        if time.monotonic() >= deadline:
-            log.finish()
-            return None, log.tail()
-    result = meta.get("metadata") or {}
-    output = (result.get("output") or {}).get("1")
-    if output:
-        log.follow(str(output).rsplit("/", 1)[-1])
-    log.finish()
-    if "return" not in result:
-        error = meta.get("err") or "failed"
-        raise LxdError(f"{what}: {error}", status=meta.get("status_code"))
-    if meta.get("err"):
-        log.note(f"(LXD: {meta['err']})")
-    return int(result["return"]), log.tail()
-
-
-def _wait_briefly(client: Any, op_id: str, what: str) -> dict[str, Any]:
-    """The operation after it ended or ``POLL_SECONDS`` passed, whichever comes first."""
-    reply = lxdops.call(
-        what, client.api.operations[op_id].wait.get, params={"timeout": POLL_SECONDS}
-    )
-    meta: dict[str, Any] = reply.json().get("metadata") or {}
-    return meta
-
-
-class _LogReader:
-    """Reads the new part of an instance log file and hands out complete lines."""
-
-    def __init__(
-        self, client: Any, instance: str, name: str, on_line: Callable[[str], None]
-    ) -> None:
-        self._logs = client.api.instances[instance].logs
-        self._name = name
-        self._on_line = on_line
-        self._offset = 0
-        self._partial = b""
-        self._tail: deque[str] = deque(maxlen=TAIL_LINES)
-
-    def follow(self, name: str) -> None:
-        """Read ``name`` from now on (the file the finished operation reports)."""
-        if name != self._name:
-            self._name, self._offset, self._partial = name, 0, b""
-
-    def read(self) -> None:
-        data = self._fetch()
-        if not data:
-            return
-        self._offset += len(data)
-        *lines, self._partial = (self._partial + data).split(b"\n")
-        for line in lines:
-            self._emit(line)
-
-    def finish(self) -> None:
-        self.read()
-        if self._partial:
-            self._emit(self._partial)
-            self._partial = b""
-
-    def note(self, line: str) -> None:
-        """Add a line of our own (e.g. LXD's reason a command could not run)."""
-        self._emit(line.encode())
-
-    def tail(self) -> tuple[str, ...]:
-        return tuple(self._tail)
-
-    def _emit(self, raw: bytes) -> None:
-        line = raw.decode("utf-8", errors="replace").rstrip("\r")
-        self._tail.append(line)
-        self._on_line(line)
-
-    def _fetch(self) -> bytes:
-        """The bytes past ``_offset``; b"" while the file does not exist yet.
-
-        LXD 5.0.2 mishandles a range that starts at or past the end of a log (416, or a
-        ``Content-Length`` it does not send, which breaks the connection), so the range starts
-        one byte early, inside the part already read, and that byte is dropped.
-        """
-        node = self._logs[self._name]
-        headers = {"Range": f"bytes={self._offset - 1}-"} if self._offset else {}
-        try:
-            # pylxd accepts only 200 on GET; a range read answers 206, so use its session.
-            response = node.session.get(node._api_endpoint, headers=headers, timeout=node._timeout)
-        except requests.RequestException as exc:
-            raise LxdError(f"read the output of a step: {type(exc).__name__}: {exc}") from None
-        if response.status_code == 404:
-            return b""
-        if response.status_code == 206:
-            return bytes(response.content[1:])
-        if response.status_code == 200:
-            return bytes(response.content[self._offset :])
-        raise LxdError(f"read the output of a step: HTTP {response.status_code}")
 
 
 # --- images and aliases ----------------------------------------------------------------------

@@ -40,7 +40,8 @@ class BuildError(Exception):
 @dataclass(frozen=True)
 class CopyOutcome:
     host: str
-    action: Literal["copied", "up to date", "failed"]
+    #: copied: the image was transferred; aliased: the host had the image, the alias moved to it.
+    action: Literal["copied", "aliased", "up to date", "failed"]
     seconds: float = 0.0
     error: str = ""
     hint: str = ""
@@ -109,7 +110,7 @@ def build_and_distribute(
     )
     pruned = dict(outcome.pruned)
     for copy in copies:
-        if copy.action == "copied":
+        if copy.action in ("copied", "aliased"):
             pruned[copy.host] = _prune(fleet, copy.host, name, timeout, connect)
     return replace(outcome, copies=copies, pruned=pruned)
 
@@ -242,7 +243,7 @@ def _copy(
         if current is not None and current.fingerprint == outcome.fingerprint:
             return CopyOutcome(host, "up to date")
         progress(executing.BuildNote(f"{host}: copying {outcome.alias} from {outcome.build_host}"))
-        executing.copy_image(
+        transferred = executing.copy_image(
             source_client,
             source_address,
             target,
@@ -253,7 +254,8 @@ def _copy(
         )
     except (BuildError, LxdError) as exc:
         return CopyOutcome(host, "failed", error=exc.message, hint=exc.hint)
-    return CopyOutcome(host, "copied", seconds=time.monotonic() - started)
+    action: Literal["copied", "aliased"] = "copied" if transferred else "aliased"
+    return CopyOutcome(host, action, seconds=time.monotonic() - started)
 
 
 def _prune(fleet: Fleet, host: str, name: str, timeout: float, connect: Connect) -> tuple[str, ...]:
