@@ -94,7 +94,9 @@ def show_progress(event: executing.BuildEvent) -> None:
         first = event.command.strip().splitlines()[0] if event.command.strip() else ""
         err_console.print(f"[{event.number}/{event.total}] {first}", markup=False)
     elif isinstance(event, executing.StepOutput):
-        err_console.print(f"    {event.line}", markup=False, soft_wrap=True, highlight=False)
+        err_console.print(
+            f"    {event.line}", markup=False, soft_wrap=True, highlight=False, emoji=False
+        )
     elif isinstance(event, executing.BuildNote):
         prefix = "warning: " if event.warning else ""
         err_console.print(f"{prefix}{event.message}", markup=False, soft_wrap=True)
