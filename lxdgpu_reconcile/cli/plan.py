@@ -1,0 +1,188 @@
+"""``plan`` and ``apply``: compare the fleet with its hosts, and make them match.
+
+``plan`` reads only. ``apply`` plans, shows the plan, asks (unless ``--yes``), then performs the
+plan and nothing else.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from lxdgpu_reconcile.cli.app import app
+from lxdgpu_reconcile.cli.common import (
+    FleetOpt,
+    LabOpt,
+    err_console,
+    fleet_for_hosts,
+    out,
+)
+from lxdgpu_reconcile.execute import executor
+from lxdgpu_reconcile.observe.reading import observe_fleet
+from lxdgpu_reconcile.planning import plan as plans
+from lxdgpu_reconcile.report import apply_text, plan_json, plan_text
+from lxdgpu_reconcile.spec.models import Fleet
+
+
+class PlanFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+TargetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target",
+        "-t",
+        help="Plan only this user or host (repeatable).",
+        show_default=False,
+    ),
+]
+PruneOpt = Annotated[
+    bool,
+    typer.Option(
+        "--prune",
+        help="Delete tagged containers and profiles no longer in the fleet file "
+        "(never a protected container).",
+    ),
+]
+AdoptOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--adopt",
+        help="Tag and manage this untagged container or profile that is in the fleet's way "
+        "(repeatable; a container name, user name or profile name).",
+        show_default=False,
+    ),
+]
+RestartOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-restart",
+        help="Restart running containers for changes LXD applies only at start "
+        "(raw.idmap, nvidia.*, ...). Without it those are reported as pending.",
+    ),
+]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option(help="Seconds each host gets to answer, and each LXD operation to end.", min=1),
+]
+
+
+def _make_plan(
+    fleet_path: Path,
+    lab: Path | None,
+    *,
+    targets: list[str] | None,
+    prune: bool,
+    adopt: list[str] | None,
+    allow_restart: bool,
+    timeout: float,
+) -> tuple[Fleet, plans.Plan]:
+    spec, site = fleet_for_hosts(fleet_path, lab)
+    snapshot = observe_fleet(spec, timeout=timeout)
+    plan = plans.make_plan(
+        spec,
+        snapshot,
+        site,
+        targets=targets or (),
+        prune=prune,
+        adopt=tuple(adopt or ()),
+        allow_restart=allow_restart,
+    )
+    return spec, plan
+
+
+@app.command()
+def plan(
+    fleet: FleetOpt = "fleet.yaml",  # type: ignore[assignment]
+    lab: LabOpt = None,
+    output: Annotated[
+        PlanFormat,
+        typer.Option("--format", help="text: like terraform plan; json: stable, for bots."),
+    ] = PlanFormat.text,
+    target: TargetOpt = None,
+    prune: PruneOpt = False,
+    adopt: AdoptOpt = None,
+    allow_restart: RestartOpt = False,
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option(
+            "--detailed-exitcode", help="Exit 2 when there are changes (0: none, 1: error)."
+        ),
+    ] = False,
+    timeout: TimeoutOpt = 30.0,
+) -> None:
+    """Show what apply would change on every host, and why. Changes nothing.
+
+    Example: [bold]lxdgpu-reconcile plan -f fleet.yaml --target tom[/bold]
+    """
+    _spec, p = _make_plan(
+        fleet,
+        lab,
+        targets=target,
+        prune=prune,
+        adopt=adopt,
+        allow_restart=allow_restart,
+        timeout=timeout,
+    )
+    if output is PlanFormat.json:
+        sys.stdout.write(plan_json.render(p))
+    else:
+        out.print(plan_text.render(p))
+    raise typer.Exit(plans.exit_code(p, detailed=detailed_exitcode))
+
+
+@app.command()
+def apply(
+    fleet: FleetOpt = "fleet.yaml",  # type: ignore[assignment]
+    lab: LabOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
+    target: TargetOpt = None,
+    prune: PruneOpt = False,
+    adopt: AdoptOpt = None,
+    allow_restart: RestartOpt = False,
+    timeout: TimeoutOpt = 120.0,
+) -> None:
+    """Plan, show the plan, ask, then make every host match the fleet file.
+
+    Hosts are applied in parallel; a failed action stops what depends on it on that host, and the
+    other hosts go on. Run it again after a failure: it converges.
+
+    Example: [bold]lxdgpu-reconcile apply -f fleet.yaml --allow-restart[/bold]
+    """
+    spec, p = _make_plan(
+        fleet,
+        lab,
+        targets=target,
+        prune=prune,
+        adopt=adopt,
+        allow_restart=allow_restart,
+        timeout=min(timeout, 30.0),
+    )
+    out.print(plan_text.render(p))
+    if p.errors:
+        err_console.print("Nothing applied: fix the errors above, then apply again.")
+        raise typer.Exit(1)
+    runnable = [a for a in p.actions if a.pending is None]
+    if not runnable:
+        raise typer.Exit(1 if p.all_errors else 0)
+    if not yes:
+        if not sys.stdin.isatty():
+            err_console.print("Not applied: no terminal to ask on; run with --yes to apply.")
+            raise typer.Exit(1)
+        if not typer.confirm("Apply these changes?", default=False, err=True):
+            err_console.print("Not applied.")
+            raise typer.Exit(1)
+    report = executor.apply_plan(
+        p, spec, timeout=timeout, progress=apply_text.progress_printer(err_console)
+    )
+    out.print(Text())
+    for line in apply_text.lines(p, report):
+        out.print(line)
+    raise typer.Exit(0 if report.ok and not p.all_errors else 1)
