@@ -159,6 +159,11 @@ _HINTS = (
         "a disk device's host directory does not exist on the host: create it, then apply again",
     ),
     (
+        ("Parent device",),
+        "the NIC's parent interface is missing on the host: check the profile's 'parent' against "
+        "`ip link` there (in the lab, run `lxdgpu-reconcile lab up` again)",
+    ),
+    (
         ("Profile is currently in use",),
         "containers still use this profile: remove it from them first",
     ),
