@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import typer
 from typer.testing import CliRunner
 
 from lxdgpu_reconcile.cli import app
@@ -75,13 +77,23 @@ def test_schema_is_json_schema_of_the_fleet() -> None:
     assert schema["additionalProperties"] is False
 
 
+def _command_paths(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and sub-command of a typer/click group, as argument paths."""
+    paths = []
+    for name, command in group.commands.items():
+        paths.append((*prefix, name))
+        if hasattr(command, "commands"):
+            paths.extend(_command_paths(command, (*prefix, name)))
+    return paths
+
+
 def test_every_command_help_has_a_purpose_and_an_example() -> None:
-    commands = [c.name or c.callback.__name__ for c in app.registered_commands if c.callback]
-    assert "validate" in commands
-    for command in commands:
-        result = runner.invoke(app, [command, "--help"])
-        assert result.exit_code == 0, command
-        assert "Example:" in result.output, command
+    paths = _command_paths(typer.main.get_command(app))
+    assert {("validate",), ("plan",), ("apply",), ("status",), ("lab", "up")} <= set(paths)
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, path
+        assert "Example:" in result.output, path
 
 
 def test_python_dash_m_runs_the_cli() -> None:
