@@ -87,6 +87,8 @@ class DesiredInstance(Frozen):
     config: dict[str, str] = Field(default_factory=dict)
     devices: dict[str, dict[str, str]] = Field(default_factory=dict)
     state: PowerState = PowerState.RUNNING
+    #: ``paused: true`` on the user: the plan holds every action on the container back.
+    paused: bool = False
 
     @property
     def spec_hash(self) -> str:
@@ -116,6 +118,10 @@ class DesiredHost(Frozen):
     prune: PruneScope = Field(default_factory=PruneScope)
     errors: tuple[PlanError, ...] = ()
     notes: tuple[str, ...] = ()
+    #: ``paused: true`` on the host: the plan holds every action on it back.
+    paused: bool = False
+    #: Users paused in the fleet file: their tagged containers are left alone wherever they are.
+    paused_users: tuple[str, ...] = ()
 
 
 class DesiredState(Frozen):
@@ -265,6 +271,8 @@ def _expand_host(
         prune=scope.prune,
         errors=tuple(errors),
         notes=tuple(notes),
+        paused=host in fleet.hosts and fleet.hosts[host].paused,
+        paused_users=tuple(name for name, user in fleet.users.items() if user.paused),
     )
 
 
@@ -435,6 +443,7 @@ def _instance(
         config=dict(sorted(config.items())),
         devices=_sorted_devices(devices),
         state=PowerState(fleet.state_of(user)),
+        paused=spec.paused,
     )
 
 

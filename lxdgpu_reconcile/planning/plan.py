@@ -83,6 +83,30 @@ class ActionKind(StrEnum):
     DELETE = "delete"
 
 
+class Cause(StrEnum):
+    """Why an object is acted on: for reports and metrics, never for decisions in apply."""
+
+    ABSENT = "absent"  # not on the host: created
+    CHANGE = "change"  # the fleet file changed (the object's spec-hash tag differs)
+    DRIFT = "drift"  # changed on the host outside the tool (spec-hash tag as desired)
+    POWER = "power"  # only the power state differs from the fleet file
+    ADOPT = "adopt"  # an untagged object taken over
+    REMOVED = "removed"  # no longer in the fleet file: deleted
+
+
+class Hold(StrEnum):
+    """Why an action is pending, as data; ``pending`` says it in words."""
+
+    RESTART = "restart"  # needs a restart of a running container, not allowed
+    PRUNE = "prune"  # a delete, not allowed (no --prune)
+    PROTECTED = "protected"  # a delete of a container with security.protection.delete
+    IN_USE = "in-use"  # a delete of a profile some container still uses
+    PAUSED = "paused"  # the host or the user is paused in the fleet file
+    HOST_ERRORS = "host-errors"  # the host has plan errors
+    DEPENDENCY = "dependency"  # an action it depends on is pending
+    POLICY = "policy"  # held back by reconcile's policy (see reconcile.policy)
+
+
 # --- bodies: exactly what is written --------------------------------------------------------------
 
 
@@ -178,6 +202,9 @@ class Action(Frozen):
     on updates and deletes: the executor writes only if the object still has it. ``adopt`` is
     set on updates of an untagged object the plan takes over (``--adopt``, or LXD's ``default``
     profile when the fleet declares it): the executor writes an untagged object only then.
+
+    ``cause`` says why the object is acted on (reports, metrics); ``hold`` is set with
+    ``pending`` and says why it is held back as data. Neither decides anything in apply.
     """
 
     id: str
@@ -193,6 +220,8 @@ class Action(Frozen):
     body: Body | None = None
     observed: str | None = None
     adopt: bool = False
+    cause: Cause | None = None
+    hold: Hold | None = None
 
 
 class HostPlan(Frozen):
@@ -392,6 +421,7 @@ _NEEDS_RESTART = (
 )
 _NEEDS_PRUNE = "kept: deletes happen only with --prune"
 _HOST_ERRORS = "not applied: this host has plan errors"
+_PAUSED = "paused in the fleet file ({key}.paused: true)"
 
 
 class _HostPlanner:
@@ -418,6 +448,14 @@ class _HostPlanner:
         self.leaving: dict[str, list[str]] = {}
         self.deleted: set[str] = set()
         self.blocked: set[str] = set()
+        #: Paused containers (of paused users) -> the fleet key that pauses them.
+        self.paused: dict[str, str] = {
+            name: f"users.{want.user}" for name, want in want.instances.items() if want.paused
+        }
+        for name, obs in snap.instances.items():
+            user = obs.config.get(state.TAG_USER, "")
+            if obs.managed and user in want.paused_users:
+                self.paused.setdefault(name, f"users.{user}")
 
     def run(self) -> HostPlan:
         self._check_external_profiles()
@@ -456,6 +494,8 @@ class _HostPlanner:
         body: Body | None = None,
         observed: str | None = None,
         adopt: bool = False,
+        cause: Cause | None = None,
+        hold: Hold | None = None,
     ) -> str:
         action_id = self.action_id(ref, step)
         action = Action(
@@ -472,6 +512,8 @@ class _HostPlanner:
             body=body,
             observed=observed,
             adopt=adopt,
+            cause=cause,
+            hold=hold if pending is not None else None,
         )
         self.actions.append((step, action))
         return action_id
@@ -531,6 +573,7 @@ class _HostPlanner:
                 reason=f"not on {self.host}",
                 changes=changes,
                 body=body,
+                cause=Cause.ABSENT,
             )
             return
         reason = self._profile_reason(want, obs)
@@ -547,6 +590,7 @@ class _HostPlanner:
                 body=body,
                 observed=fingerprints.profile(obs, self.preserve),
                 adopt=not obs.managed,
+                cause=_cause(want.config, obs.config) if obs.managed else Cause.ADOPT,
             )
 
     def _profile_reason(self, want: desiring.DesiredProfile, obs: state.ProfileObs) -> str | None:
@@ -671,6 +715,7 @@ class _HostPlanner:
             changes=diff.diff(wanted, diff.EMPTY),
             depends_on=self._profile_deps(want.profiles),
             body=body,
+            cause=Cause.ABSENT,
         )
         if want.state is PowerState.RUNNING:
             self.add(
@@ -681,6 +726,7 @@ class _HostPlanner:
                 changes=(_state_change(PowerState.STOPPED, PowerState.RUNNING),),
                 depends_on=(create,),
                 part_of=create,
+                cause=Cause.ABSENT,
             )
 
     def _update(
@@ -704,6 +750,7 @@ class _HostPlanner:
             reason,
             observed=fingerprints.instance(obs, self.preserve),
             adopt=adopting,
+            cause=Cause.ADOPT if adopting else _cause(want.config, obs.config),
         )
         if _STATUS[obs.status] is PowerState.STOPPED:
             update.when_stopped(start=want.state is PowerState.RUNNING)
@@ -738,14 +785,15 @@ class _HostPlanner:
 
     def _delete_instance(self, obs: state.InstanceObs, user: str) -> None:
         ref = ObjectRef(kind=ObjectKind.INSTANCE, name=obs.name)
-        pending = None
+        pending, hold = None, None
         if not self.options.prune:
-            pending = _NEEDS_PRUNE
+            pending, hold = _NEEDS_PRUNE, Hold.PRUNE
         elif _protected(obs):
-            pending = (
+            pending, hold = (
                 "protected by security.protection.delete: release it with "
                 f"`lxc config set {self.host}:{obs.name} security.protection.delete=false`, "
-                "then run with --prune again"
+                "then run with --prune again",
+                Hold.PROTECTED,
             )
         delete_id = self.action_id(ref, "delete")
         deps = []
@@ -759,6 +807,8 @@ class _HostPlanner:
                     changes=(_state_change(PowerState.RUNNING, PowerState.STOPPED),),
                     pending=pending,
                     part_of=delete_id,
+                    cause=Cause.REMOVED,
+                    hold=hold,
                 )
             )
         self.add(
@@ -769,6 +819,8 @@ class _HostPlanner:
             pending=pending,
             depends_on=deps,
             observed=fingerprints.instance(obs, None),
+            cause=Cause.REMOVED,
+            hold=hold,
         )
         if pending is None:
             self.deleted.add(obs.name)
@@ -787,11 +839,11 @@ class _HostPlanner:
                 continue
             ref = ObjectRef(kind=ObjectKind.PROFILE, name=name)
             users = self._users_after(name)
-            pending = None
+            pending, hold = None, None
             if not self.options.prune:
-                pending = _NEEDS_PRUNE
+                pending, hold = _NEEDS_PRUNE, Hold.PRUNE
             elif users:
-                pending = f"still used by {', '.join(users)}"
+                pending, hold = f"still used by {', '.join(users)}", Hold.IN_USE
             self.add(
                 ActionKind.DELETE,
                 ref,
@@ -800,6 +852,8 @@ class _HostPlanner:
                 pending=pending,
                 depends_on=self.leaving.get(name, ()),
                 observed=fingerprints.profile(obs, None),
+                cause=Cause.REMOVED,
+                hold=hold,
             )
 
     def _users_after(self, profile: str) -> list[str]:
@@ -828,19 +882,31 @@ class _HostPlanner:
             missing = [dep for dep in action.depends_on if dep not in done]
             if missing:
                 raise AssertionError(f"{action.id} is ordered before {', '.join(missing)}")
-            pending = action.pending or self._held_back(action, done)
-            if pending != action.pending:
-                action = action.model_copy(update={"pending": pending})
+            pending, hold = self._paused(action) or (action.pending, action.hold)
+            if pending is None:
+                pending, hold = self._held_back(action, done)
+            if (pending, hold) != (action.pending, action.hold):
+                action = action.model_copy(update={"pending": pending, "hold": hold})
             done[action.id] = action
         return tuple(done.values())
 
-    def _held_back(self, action: Action, done: Mapping[str, Action]) -> str | None:
+    def _paused(self, action: Action) -> tuple[str, Hold] | None:
+        """Why ``action`` is left alone by a ``paused: true`` in the fleet file, if it is."""
+        if self.want.paused:
+            return _PAUSED.format(key=f"hosts.{self.host}"), Hold.PAUSED
+        if action.object.kind is ObjectKind.INSTANCE and action.object.name in self.paused:
+            return _PAUSED.format(key=self.paused[action.object.name]), Hold.PAUSED
+        return None
+
+    def _held_back(
+        self, action: Action, done: Mapping[str, Action]
+    ) -> tuple[str | None, Hold | None]:
         if self.errors:
-            return _HOST_ERRORS
+            return _HOST_ERRORS, Hold.HOST_ERRORS
         for dep in action.depends_on:
             if done[dep].pending is not None:
-                return f"waits for {dep}, which is pending"
-        return None
+                return f"waits for {dep}, which is pending", Hold.DEPENDENCY
+        return None, None
 
 
 class _Update:
@@ -862,6 +928,7 @@ class _Update:
         *,
         observed: str,
         adopt: bool,
+        cause: Cause,
     ) -> None:
         self.planner = planner
         self.ref = ref
@@ -871,6 +938,8 @@ class _Update:
         self.reason = reason
         self.observed = observed
         self.adopt = adopt
+        #: The cause of the writes; a lone start or stop is a difference of power state.
+        self.cause = cause if changes else Cause.POWER
 
     def _write(
         self,
@@ -882,6 +951,7 @@ class _Update:
         before: tuple[diff.FieldChange, ...] = (),
         restart: bool = False,
         pending: str | None = None,
+        hold: Hold | None = None,
     ) -> str:
         """An update writing ``changes`` onto the container as it is after ``before``."""
         base = diff.apply_changes(self.have, before)
@@ -903,6 +973,8 @@ class _Update:
             ),
             observed=fingerprints.of_essence(base),
             adopt=self.adopt,
+            cause=self.cause,
+            hold=hold,
         )
 
     def when_stopped(self, *, start: bool) -> None:
@@ -918,6 +990,7 @@ class _Update:
                 changes=(_state_change(PowerState.STOPPED, PowerState.RUNNING),),
                 depends_on=[*self.deps, *([update] if update else [])],
                 part_of=update,
+                cause=self.cause,
             )
 
     def then_stop(self) -> None:
@@ -929,6 +1002,7 @@ class _Update:
             reason="the fleet file wants it stopped",
             changes=(_state_change(PowerState.RUNNING, PowerState.STOPPED),),
             part_of=update_id,
+            cause=self.cause,
         )
         if self.changes:
             self._write("update", self.changes, reason=self.reason, depends_on=[stop, *self.deps])
@@ -964,6 +1038,7 @@ class _Update:
     ) -> None:
         update_id = self.planner.action_id(self.ref, "restart-update")
         why = _restart_words(changes)
+        hold = Hold.RESTART if pending is not None else None
         stop = self.planner.add(
             ActionKind.STOP,
             self.ref,
@@ -973,6 +1048,8 @@ class _Update:
             restart=True,
             pending=pending,
             part_of=update_id,
+            cause=self.cause,
+            hold=hold,
         )
         self._write(
             "restart-update",
@@ -983,6 +1060,7 @@ class _Update:
             before=before,
             restart=True,
             pending=pending,
+            hold=hold,
         )
         self.planner.add(
             ActionKind.START,
@@ -994,6 +1072,8 @@ class _Update:
             pending=pending,
             depends_on=(update_id,),
             part_of=update_id,
+            cause=self.cause,
+            hold=hold,
         )
 
 
@@ -1030,9 +1110,16 @@ def _state_change(old: PowerState, new: PowerState) -> diff.FieldChange:
 
 
 def _drift_or_change(want: Mapping[str, str], have: Mapping[str, str]) -> str:
-    if want.get(state.TAG_SPEC_HASH) != have.get(state.TAG_SPEC_HASH):
+    if _cause(want, have) is Cause.CHANGE:
         return "the fleet file changed"
     return "changed outside lxdgpu-reconcile (drift)"
+
+
+def _cause(want: Mapping[str, str], have: Mapping[str, str]) -> Cause:
+    """A fleet change when the spec-hash tags differ; otherwise the host drifted."""
+    if want.get(state.TAG_SPEC_HASH) != have.get(state.TAG_SPEC_HASH):
+        return Cause.CHANGE
+    return Cause.DRIFT
 
 
 def _protected(obs: state.InstanceObs) -> bool:

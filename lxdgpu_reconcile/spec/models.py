@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    model_validator,
 )
 
 FORMAT_VERSION = 1
@@ -161,6 +162,11 @@ class Host(Model):
         None, ge=0, description="Expected GPU count; checked against the host before apply."
     )
     description: str = ""
+    paused: bool = Field(
+        False,
+        description="Leave this host alone: plan shows its changes as pending; apply and "
+        "reconcile skip them.",
+    )
 
 
 class ImageServer(Model):
@@ -226,6 +232,79 @@ class User(Model):
     profiles: tuple[Name, ...] = Field((), description="Extra profiles after defaults.profiles.")
     state: Literal["running", "stopped"] | None = Field(None, description="Overrides defaults.")
     container: InstanceName | None = Field(None, description='Default "{user}-container".')
+    paused: bool = Field(
+        False,
+        description="Leave this user's container alone (e.g. during a long training run): plan "
+        "shows its changes as pending; apply and reconcile skip them.",
+    )
+
+
+#: ``HH:MM-HH:MM``, local time; the end is exclusive and may be earlier than the start (the window
+#: then crosses midnight).
+WINDOW_RE = re.compile(r"^\s*([01]?\d|2[0-3]):([0-5]\d)\s*-\s*([01]?\d|2[0-3]):([0-5]\d)\s*$")
+
+
+def window_minutes(text: str) -> tuple[int, int]:
+    """The start and end of a ``HH:MM-HH:MM`` window in minutes after midnight."""
+    match = WINDOW_RE.match(text)
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a time window: write HH:MM-HH:MM in local time, e.g. "
+            "'02:00-06:00' (a window may cross midnight: '22:00-06:00')"
+        )
+    h1, m1, h2, m2 = (int(part) for part in match.groups())
+    return h1 * 60 + m1, h2 * 60 + m2
+
+
+def _window(value: str) -> str:
+    start, end = window_minutes(value)
+    if start == end:
+        raise ValueError(
+            f"{value!r} starts and ends at the same time: give a window such as '02:00-06:00', "
+            "or use allow_restarts: always"
+        )
+    return f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"
+
+
+class ReconcilePolicy(Model):
+    """What ``reconcile`` (cron, systemd timer) may do on its own; the rest stays pending.
+
+    Creates, in-place updates and starts are always applied. Restarts of running containers,
+    deletes and template builds are held back (reported as pending) unless allowed here.
+    """
+
+    allow_restarts: Literal["never", "always", "window"] = Field(
+        "never",
+        description="Restart running containers for changes LXD applies only at start: never, "
+        "always, or only inside restart_window.",
+    )
+    restart_window: Annotated[str, AfterValidator(_window)] | None = Field(
+        None,
+        description="With allow_restarts: window, when restarts may happen: 'HH:MM-HH:MM' in the "
+        "local time of the machine that runs reconcile; may cross midnight ('22:00-06:00').",
+    )
+    allow_deletes: bool = Field(
+        False,
+        description="Delete tagged containers and profiles no longer in the fleet file (as "
+        "plan --prune; protected containers are never deleted).",
+    )
+    allow_template_builds: bool = Field(
+        False, description="Build and copy template images when their recipe changed."
+    )
+
+    @model_validator(mode="after")
+    def _window_goes_with_mode(self) -> ReconcilePolicy:
+        if self.allow_restarts == "window" and self.restart_window is None:
+            raise ValueError(
+                "allow_restarts: window needs restart_window, e.g. restart_window: "
+                "'02:00-06:00' (local time)"
+            )
+        if self.allow_restarts != "window" and self.restart_window is not None:
+            raise ValueError(
+                f"restart_window is used only with allow_restarts: window (it is "
+                f"{self.allow_restarts}): set allow_restarts: window, or remove restart_window"
+            )
+        return self
 
 
 class Fleet(Model):
@@ -245,6 +324,10 @@ class Fleet(Model):
     )
     templates: dict[Name, Template] = Field(default_factory=dict)
     users: dict[UserName, User] = Field(default_factory=dict)
+    reconcile: ReconcilePolicy = Field(
+        default_factory=ReconcilePolicy,
+        description="What the reconcile command (cron, systemd timer) may apply on its own.",
+    )
 
     def container_of(self, user: str) -> str:
         """The container name of ``user``."""

@@ -17,6 +17,7 @@ element of space-separated flags: ``restart``, ``pending``, ``helper`` (a step o
 action). ``changes``: for an action id (``host/kind/name/step``), ``path: [old, new]`` of some of
 its field changes. ``pending`` / ``reasons``: action id -> a text that its pending reason / its
 reason contains.
+``causes`` / ``holds``: action id -> its ``cause`` / ``hold`` (``null`` for none).
 ``absent``: action id -> paths that must not be among its changes. ``errors``:
 error codes, in order. ``notes``: texts that some note contains. ``summary``: some counts.
 
@@ -96,6 +97,10 @@ def test_case(path: Path) -> None:
         assert text in (by_id[action_id].pending or ""), by_id[action_id].pending
     for action_id, text in (expect.get("reasons") or {}).items():
         assert text in by_id[action_id].reason, by_id[action_id].reason
+    for action_id, cause in (expect.get("causes") or {}).items():
+        assert by_id[action_id].cause == cause, action_id
+    for action_id, hold in (expect.get("holds") or {}).items():
+        assert by_id[action_id].hold == hold, action_id
     for action_id, paths in (expect.get("absent") or {}).items():
         present = {c.dotted for c in by_id[action_id].changes}
         assert not present & set(paths), present & set(paths)

@@ -146,6 +146,8 @@ def test_json_shape_is_stable() -> None:
         "body",
         "observed",
         "adopt",
+        "cause",
+        "hold",
     ]
     assert list(action["changes"][0]) == ["path", "old", "new", "timing"]
     error = data["hosts"][1]["errors"][0]
