@@ -21,6 +21,8 @@ TAG_USER = "user.lxdgpu.user"
 TAG_SPEC_HASH = "user.lxdgpu.spec-hash"
 #: Kind of object, e.g. ``container``, ``cuda``, ``profile``, ``build``.
 TAG_ROLE = "user.lxdgpu.role"
+#: On images the local lab imported as stand-ins for a fleet's base and template aliases.
+TAG_LAB = "user.lxdgpu.lab"
 
 
 class Frozen(BaseModel):

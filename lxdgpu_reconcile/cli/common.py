@@ -79,3 +79,18 @@ def fleet_for_hosts(fleet_path: Path, lab: Path | None) -> tuple[Fleet, Site]:
     if unusable:
         raise typer.Exit(1)
     return fleet, site
+
+
+def read_template_files(fleet: Fleet, fleet_path: Path) -> dict[str, dict[str, bytes]]:
+    """The contents of every template's files (``source:`` relative to the fleet file); on a
+    missing or unreadable file prints what to do and exits 1."""
+    from lxdgpu_reconcile.templates.files import TemplateFileError, template_files
+
+    try:
+        return {
+            name: template_files(template, fleet_path.parent)
+            for name, template in fleet.templates.items()
+        }
+    except TemplateFileError as exc:
+        err_console.print(f"{exc.message}\n  what to do: {exc.hint}", markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None

@@ -21,6 +21,7 @@ from lxdgpu_reconcile.cli.common import (
     err_console,
     fleet_for_hosts,
     out,
+    read_template_files,
 )
 from lxdgpu_reconcile.execute import executor
 from lxdgpu_reconcile.observe.reading import observe_fleet
@@ -85,6 +86,7 @@ def _make_plan(
     timeout: float,
 ) -> tuple[Fleet, plans.Plan]:
     spec, site = fleet_for_hosts(fleet_path, lab)
+    files = read_template_files(spec, fleet_path)
     snapshot = observe_fleet(spec, timeout=timeout)
     plan = plans.make_plan(
         spec,
@@ -94,6 +96,7 @@ def _make_plan(
         prune=prune,
         adopt=tuple(adopt or ()),
         allow_restart=allow_restart,
+        template_files=files,
     )
     return spec, plan
 
@@ -180,7 +183,11 @@ def apply(
             err_console.print("Not applied.")
             raise typer.Exit(1)
     report = executor.apply_plan(
-        p, spec, timeout=timeout, progress=apply_text.progress_printer(err_console)
+        p,
+        spec,
+        timeout=timeout,
+        progress=apply_text.progress_printer(err_console),
+        template_files=read_template_files(spec, fleet),
     )
     out.print(Text())
     for line in apply_text.lines(p, report):

@@ -12,6 +12,7 @@ written and the action fails with the reason. The write itself carries the ETag 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -19,13 +20,16 @@ from typing import Any
 
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.execute import lxdops
+from lxdgpu_reconcile.execute import templates as images
 from lxdgpu_reconcile.execute.results import ActionResult, ApplyReport, Event, Outcome
 from lxdgpu_reconcile.observe import connect as connecting
 from lxdgpu_reconcile.observe import reading
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
 from lxdgpu_reconcile.planning import plan as plans
+from lxdgpu_reconcile.planning import templates as templating
 from lxdgpu_reconcile.planning.common import ObjectKind
 from lxdgpu_reconcile.spec.models import Fleet
+from lxdgpu_reconcile.templates import recipe
 
 Progress = Callable[[Event], None]
 Connect = Callable[[str], Any]
@@ -38,56 +42,182 @@ def apply_plan(
     timeout: float = lxdops.DEFAULT_TIMEOUT,
     progress: Progress | None = None,
     connect: Connect | None = None,
+    template_files: Mapping[str, Mapping[str, bytes]] | None = None,
 ) -> ApplyReport:
-    """Perform ``plan`` on the hosts of ``fleet``; ``timeout`` bounds each LXD operation."""
+    """Perform ``plan`` on the hosts of ``fleet``; ``timeout`` bounds each LXD operation.
+
+    ``template_files`` holds, per template, the contents of the files it pushes (read from the
+    fleet's folder); a build checks them against the recipe hash the plan was made with.
+    """
 
     def open_client(host: str) -> Any:
         return connecting.connect(host, fleet.hosts[host], timeout=timeout)
 
-    opener = connect or open_client
-    notify = progress or (lambda event: None)
+    run = _Run(
+        fleet=fleet,
+        opener=connect or open_client,
+        timeout=timeout,
+        notify=progress or (lambda event: None),
+        template_files=template_files or {},
+    )
     hosts = [host for host in plan.hosts if host.actions]
     if not hosts:
         return ApplyReport()
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-        futures = [pool.submit(_apply_host, h, opener, timeout, notify) for h in hosts]
-        results = [result for future in futures for result in future.result()]
-    return ApplyReport(results=tuple(results))
+        futures = [pool.submit(run.host, h) for h in hosts]
+        for future in futures:
+            future.result()
+    order = [action.id for host in hosts for action in host.actions]
+    return ApplyReport(results=tuple(run.results[action_id] for action_id in order))
 
 
-def _apply_host(
-    host: plans.HostPlan, opener: Connect, timeout: float, notify: Progress
-) -> list[ActionResult]:
-    results: dict[str, ActionResult] = {}
-    client: Any = None
-    for action in host.actions:
-        if action.pending is not None:
-            results[action.id] = _result(action, Outcome.PENDING, action.pending)
-            notify(Event(action, results[action.id]))
-            continue
-        blocked = [dep for dep in action.depends_on if results[dep].outcome is not Outcome.DONE]
-        if blocked:
-            results[action.id] = _result(
-                action, Outcome.SKIPPED, f"not run: {blocked[0]} did not succeed"
-            )
-            notify(Event(action, results[action.id]))
-            continue
-        notify(Event(action))
-        started = time.monotonic()
+class _Run:
+    """One apply: what every host thread shares. Results are published under a condition so
+    that an action can wait for one on another host (a template copy waits for its build)."""
+
+    def __init__(
+        self,
+        *,
+        fleet: Fleet,
+        opener: Connect,
+        timeout: float,
+        notify: Progress,
+        template_files: Mapping[str, Mapping[str, bytes]],
+    ) -> None:
+        self.fleet = fleet
+        self.opener = opener
+        self.timeout = timeout
+        self.notify = notify
+        self.template_files = template_files
+        self.results: dict[str, ActionResult] = {}
+        self._published = threading.Condition()
+
+    def publish(self, action: plans.Action, result: ActionResult) -> None:
+        with self._published:
+            self.results[action.id] = result
+            self._published.notify_all()
+        self.notify(Event(action, result))
+
+    def outcome_of(self, action_id: str) -> Outcome:
+        """The outcome of ``action_id``, waiting for it when it runs on another host."""
+        with self._published:
+            self._published.wait_for(lambda: action_id in self.results)
+            return self.results[action_id].outcome
+
+    def host(self, host: plans.HostPlan) -> None:
+        """Perform ``host``'s actions in order. Every action gets a result, whatever happens, so
+        that no other host waits for one forever."""
         try:
-            if client is None:
-                client = opener(host.host)
-            message = _perform(client, action, timeout)
-            outcome, hint = Outcome.DONE, ""
-        except lxdops.LxdError as exc:
-            outcome, message, hint = Outcome.FAILED, exc.message, exc.hint
-        except connecting.HostConnectError as exc:
-            outcome, message, hint = Outcome.FAILED, exc.message, exc.hint
-        results[action.id] = _result(
-            action, outcome, message, hint=hint, seconds=time.monotonic() - started
+            self._host(host)
+        finally:
+            for action in host.actions:
+                if action.id not in self.results:
+                    message = "not run: the apply of this host stopped early"
+                    self.publish(action, _result(action, Outcome.SKIPPED, message))
+
+    def _host(self, host: plans.HostPlan) -> None:
+        client: Any = None
+        for action in host.actions:
+            if action.pending is not None:
+                self.publish(action, _result(action, Outcome.PENDING, action.pending))
+                continue
+            blocked = [d for d in action.depends_on if self.outcome_of(d) is not Outcome.DONE]
+            if blocked:
+                message = f"not run: {blocked[0]} did not succeed"
+                self.publish(action, _result(action, Outcome.SKIPPED, message))
+                continue
+            self.notify(Event(action))
+            started = time.monotonic()
+            try:
+                if client is None:
+                    client = self.opener(host.host)
+                message = self.perform(client, action)
+                outcome, hint = Outcome.DONE, ""
+            except lxdops.LxdError as exc:
+                outcome, message, hint = Outcome.FAILED, exc.message, exc.hint
+            except connecting.HostConnectError as exc:
+                outcome, message, hint = Outcome.FAILED, exc.message, exc.hint
+            seconds = time.monotonic() - started
+            self.publish(action, _result(action, outcome, message, hint=hint, seconds=seconds))
+
+    def perform(self, client: Any, action: plans.Action) -> str:
+        """Do ``action``; a short note of what was done. Raises ``lxdops.LxdError``."""
+        body = action.body
+        if isinstance(body, templating.BuildTemplateBody):
+            return self.build(client, action, body)
+        if isinstance(body, templating.CopyTemplateBody):
+            return self.copy(client, body)
+        return _perform(client, action, self.timeout)
+
+    def build(self, client: Any, action: plans.Action, body: templating.BuildTemplateBody) -> str:
+        files = self.template_files.get(body.template) or recipe.inline_contents(body.spec)
+        try:
+            now = recipe.recipe_hash(body.spec, body.base_key, file_contents=files)
+        except ValueError as exc:
+            raise lxdops.LxdError(f"template {body.template}: {exc}") from None
+        if now != body.recipe_hash:
+            raise lxdops.StaleObject(
+                f"the files of template {body.template} changed since the plan was made",
+                hint="run plan again",
+            )
+        alias = body.spec.alias
+        kept = recipe.image_with_recipe(images.list_images(client), body.template, now)
+        if kept is not None:
+            images.point_alias(client, alias, kept.fingerprint)
+            return f"{alias} points back at {kept.fingerprint[:12]}, built from this recipe"
+
+        def show(event: images.BuildEvent) -> None:
+            self.notify(Event(action, line=_build_line(event)))
+
+        built = images.build_template(
+            client,
+            body.template,
+            body.spec,
+            recipe_hash=now,
+            files=files,
+            base_source=body.base_source,
+            progress=show,
+            timeout=self.timeout,
         )
-        notify(Event(action, results[action.id]))
-    return list(results.values())
+        images.prune_old_images(client, body.template, timeout=self.timeout)
+        return f"built {built.fingerprint[:12]} in {built.seconds:.0f}s"
+
+    def copy(self, client: Any, body: templating.CopyTemplateBody) -> str:
+        source = self.opener(body.source_host)
+        fingerprint = images.alias_target(source, body.alias)
+        image = next((i for i in images.list_images(source) if i.fingerprint == fingerprint), None)
+        if image is None or image.properties.get(recipe.PROP_RECIPE_HASH) != body.recipe_hash:
+            raise lxdops.StaleObject(
+                f"{body.alias} on {body.source_host} is not the image the plan copies",
+                hint="run plan again",
+            )
+        address = images.https_address(source, self.fleet.hosts[body.source_host].endpoint)
+        properties = {
+            k: v
+            for k, v in image.properties.items()
+            if k.startswith(state.TAG_PREFIX) or k == "description"
+        }
+        images.copy_image(
+            source,
+            address,
+            client,
+            image.fingerprint,
+            alias=body.alias,
+            properties=properties,
+            timeout=self.timeout,
+        )
+        images.prune_old_images(client, body.template, timeout=self.timeout)
+        return f"copied {image.fingerprint[:12]} from {body.source_host}"
+
+
+def _build_line(event: images.BuildEvent) -> str:
+    if isinstance(event, images.StepStarted):
+        return f"[{event.number}/{event.total}] {event.command}"
+    if isinstance(event, images.StepOutput):
+        return f"    {event.line}"
+    if isinstance(event, images.StepFinished):
+        return f"[{event.number}/{event.total}] done in {event.seconds:.1f}s"
+    return event.message
 
 
 def _result(

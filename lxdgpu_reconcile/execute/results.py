@@ -44,7 +44,9 @@ class ApplyReport(BaseModel):
 
 @dataclass(frozen=True)
 class Event:
-    """Progress of an apply: an action starts (``result`` None) or ends."""
+    """Progress of an apply: an action starts, prints a line of output (a template build), or
+    ends (``result`` set)."""
 
     action: plans.Action
     result: ActionResult | None = None
+    line: str | None = None

@@ -24,12 +24,12 @@ import yaml
 
 from lxdgpu_reconcile.lab.errors import LabError
 from lxdgpu_reconcile.lab.sock import LxdSocket, quoted
-from lxdgpu_reconcile.state import TAG_PREFIX
+from lxdgpu_reconcile.state import TAG_LAB
 
 BUSYBOX = Path("/bin/busybox")
 IMAGE_NAME = "busybox.tar.gz"
 #: Property put on every image the lab imports.
-LAB_PROPERTY = f"{TAG_PREFIX}lab"
+LAB_PROPERTY = TAG_LAB
 
 INIT = """#!/bin/sh
 # Lab init: stay up until LXD asks the container to stop.

@@ -24,6 +24,7 @@ class ObjectKind(StrEnum):
 
     PROFILE = "profile"
     INSTANCE = "instance"
+    TEMPLATE = "template"
 
 
 class ObjectRef(Frozen):
@@ -59,6 +60,8 @@ class ErrorCode(StrEnum):
     GPU_NOT_ON_HOST = "gpu-not-on-host"
     CPU_COUNT_UNKNOWN = "cpu-count-unknown"
     UNKNOWN_CUDA = "unknown-cuda"
+    MISSING_BASE = "missing-base"
+    TEMPLATE_FILES = "template-files"
 
 
 class PlanError(Frozen):

@@ -60,6 +60,7 @@ from lxdgpu_reconcile import state
 from lxdgpu_reconcile.planning import desired as desiring
 from lxdgpu_reconcile.planning import diff, rules
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
+from lxdgpu_reconcile.planning import templates as templating
 from lxdgpu_reconcile.planning.common import (
     ErrorCode,
     Frozen,
@@ -78,6 +79,8 @@ class ActionKind(StrEnum):
 
     CREATE = "create"
     UPDATE = "update"
+    BUILD = "build"
+    COPY = "copy"
     START = "start"
     STOP = "stop"
     DELETE = "delete"
@@ -162,7 +165,14 @@ class ProfileBody(Frozen):
         }
 
 
-Body = Annotated[CreateInstanceBody | InstanceBody | ProfileBody, Field(discriminator="body")]
+Body = Annotated[
+    CreateInstanceBody
+    | InstanceBody
+    | ProfileBody
+    | templating.BuildTemplateBody
+    | templating.CopyTemplateBody,
+    Field(discriminator="body"),
+]
 
 #: Fields of an instance GET that its PUT accepts back.
 _INSTANCE_PUT_FIELDS = ("architecture", "description", "ephemeral", "stateful")
@@ -251,6 +261,9 @@ class Summary(Frozen):
     delete: int = 0
     pending: int = 0
     errors: int = 0
+    #: Template images to build, and to copy to other hosts.
+    builds: int = 0
+    copies: int = 0
 
 
 class Plan(Frozen):
@@ -300,10 +313,23 @@ def make_plan(
     prune: bool = False,
     adopt: bool | Iterable[str] = False,
     allow_restart: bool = False,
+    template_files: Mapping[str, Mapping[str, bytes]] | None = None,
 ) -> Plan:
-    """Expand ``fleet`` on ``site`` and plan it against ``snapshot``."""
+    """Expand ``fleet`` on ``site`` and plan it against ``snapshot``.
+
+    ``template_files`` holds, per template, the contents of the files it pushes (read from the
+    fleet's folder by the caller, ``templates.files``); without it only inline files are known.
+    """
     targets = tuple(targets)
     want = desiring.expand(fleet, snapshot, site, targets=targets)
+    users = [i.user for host in want.hosts.values() for i in host.instances.values()]
+    template_plan = templating.plan_templates(
+        fleet,
+        snapshot,
+        templates=templating.in_scope(fleet, users, want.hosts),
+        hosts=want.hosts,
+        contents=template_files,
+    )
     return build_plan(
         want,
         snapshot,
@@ -311,6 +337,7 @@ def make_plan(
         adopt=adopt,
         allow_restart=allow_restart,
         targets=targets,
+        templates=template_plan,
     )
 
 
@@ -322,6 +349,7 @@ def build_plan(
     adopt: bool | Iterable[str] = False,
     allow_restart: bool = False,
     targets: tuple[str, ...] = (),
+    templates: templating.TemplatePlan | None = None,
 ) -> Plan:
     """The plan that turns ``snapshot`` into ``desired``.
 
@@ -336,9 +364,14 @@ def build_plan(
         attach_gpus=desired.attach_gpus,
     )
     adopted: set[str] = set()
-    hosts = tuple(
-        _plan_host(want, snapshot.hosts.get(name), desired.preserve, options, adopted)
-        for name, want in desired.hosts.items()
+    templates = templates or templating.TemplatePlan()
+    hosts = _across_hosts(
+        tuple(
+            _plan_host(
+                want, snapshot.hosts.get(name), desired.preserve, options, adopted, templates
+            )
+            for name, want in desired.hosts.items()
+        )
     )
     notes = list(desired.notes)
     notes.extend(note for host in hosts for note in host.notes)
@@ -363,6 +396,38 @@ def summarise(plan: Plan) -> Summary:
         delete=sum(1 for a in done if a.kind is ActionKind.DELETE),
         pending=len(main) - len(done),
         errors=len(plan.all_errors),
+        builds=sum(1 for a in done if a.kind is ActionKind.BUILD),
+        copies=sum(1 for a in done if a.kind is ActionKind.COPY),
+    )
+
+
+def _across_hosts(hosts: tuple[HostPlan, ...]) -> tuple[HostPlan, ...]:
+    """Hold back actions that wait for a pending action on another host (a template copy whose
+    build is held back), and what waits for those in turn."""
+    pending = {a.id: a.pending for host in hosts for a in host.actions if a.pending is not None}
+    changed = True
+    while changed:
+        changed = False
+        for host in hosts:
+            for action in host.actions:
+                if action.id in pending:
+                    continue
+                waits = next((dep for dep in action.depends_on if dep in pending), None)
+                if waits is not None:
+                    pending[action.id] = f"waits for {waits}, which is pending"
+                    changed = True
+    return tuple(
+        host.model_copy(
+            update={
+                "actions": tuple(
+                    a.model_copy(update={"pending": pending[a.id], "hold": Hold.DEPENDENCY})
+                    if a.id in pending and a.pending is None
+                    else a
+                    for a in host.actions
+                )
+            }
+        )
+        for host in hosts
     )
 
 
@@ -378,6 +443,7 @@ def _plan_host(
     preserve: rules.Preserve,
     options: PlanOptions,
     adopted: set[str],
+    templates: templating.TemplatePlan,
 ) -> HostPlan:
     if snap is None:
         error = PlanError(
@@ -396,13 +462,17 @@ def _plan_host(
             fixes=(snap.error.hint,) if snap.error.hint else (),
         )
         return HostPlan(host=want.host, applyable=False, errors=(*want.errors, error))
-    return _HostPlanner(want, snap, preserve, options, adopted).run()
+    return _HostPlanner(want, snap, preserve, options, adopted, templates).run()
 
 
 # --- one host -------------------------------------------------------------------------------------
 
 #: Steps of an object's actions: the phase they run in, and their order within it.
 _STEPS: dict[str, tuple[int, int]] = {
+    "leftover-stop": (-2, 0),
+    "leftover-delete": (-2, 1),
+    "template-build": (-1, 0),
+    "template-copy": (-1, 1),
     "profile-write": (0, 0),
     "create": (1, 0),
     "stop": (2, 0),
@@ -434,6 +504,7 @@ class _HostPlanner:
         preserve: rules.Preserve,
         options: PlanOptions,
         adopted: set[str],
+        templates: templating.TemplatePlan,
     ) -> None:
         self.want = want
         self.snap = snap
@@ -441,9 +512,10 @@ class _HostPlanner:
         self.preserve = preserve
         self.options = options
         self.adopted = adopted
+        self.templates = templates
         self.actions: list[tuple[str, Action]] = []
-        self.errors: list[PlanError] = list(want.errors)
-        self.notes: list[str] = list(want.notes)
+        self.errors: list[PlanError] = [*want.errors, *templates.errors.get(self.host, ())]
+        self.notes: list[str] = [*want.notes, *templates.notes.get(self.host, ())]
         self.profile_writes: dict[str, str] = {}
         self.leaving: dict[str, list[str]] = {}
         self.deleted: set[str] = set()
@@ -459,6 +531,7 @@ class _HostPlanner:
 
     def run(self) -> HostPlan:
         self._check_external_profiles()
+        self._template_steps()
         for name in self.want.profiles:
             self._profile(self.want.profiles[name])
         for name in sorted(self.want.instances):
@@ -533,6 +606,23 @@ class _HostPlanner:
         found = [name for name in names if name in adopt]
         self.adopted.update(found)
         return bool(found)
+
+    # --- templates ---
+
+    def _template_steps(self) -> None:
+        """The template builds and copies, and leftover build containers, of this host."""
+        for step in self.templates.steps.get(self.host, ()):
+            self.add(
+                ActionKind(step.kind),
+                step.object,
+                step.step,
+                reason=step.reason,
+                changes=step.changes,
+                depends_on=step.depends_on,
+                part_of=step.part_of,
+                body=step.body,
+                observed=step.observed,
+            )
 
     # --- profiles ---
 
@@ -690,13 +780,15 @@ class _HostPlanner:
 
     def _create(self, want: desiring.DesiredInstance) -> None:
         ref = ObjectRef(kind=ObjectKind.INSTANCE, name=want.name)
-        if self.snap.image_by_alias(want.alias) is None:
+        image_step = self.templates.ready.get((self.host, want.alias))
+        if self.snap.image_by_alias(want.alias) is None and image_step is None:
             self._error(
                 ErrorCode.MISSING_IMAGE,
                 ref,
                 f"image {want.alias} (template {want.template}) is not on {self.host}, and "
                 f"{want.name} is created from it",
-                f"until lxdgpu-reconcile builds templates, publish or copy it by hand, e.g. "
+                f"build the template on its build host (`lxdgpu-reconcile build {want.template}`)"
+                f" and list {self.host} in its hosts, or copy the image by hand: "
                 f"lxc image copy SERVER:{want.alias} {self.host}: --alias {want.alias}",
             )
         wanted = self._wanted(want)
@@ -713,7 +805,7 @@ class _HostPlanner:
             "create",
             reason=f"user {want.user} has no container on {self.host}",
             changes=diff.diff(wanted, diff.EMPTY),
-            depends_on=self._profile_deps(want.profiles),
+            depends_on=[*self._profile_deps(want.profiles), *([image_step] if image_step else [])],
             body=body,
             cause=Cause.ABSENT,
         )
@@ -777,6 +869,8 @@ class _HostPlanner:
         for name, obs in sorted(self.snap.instances.items()):
             if name in self.want.instances or not obs.managed:
                 continue
+            if obs.config.get(state.TAG_ROLE) == "build":
+                continue  # a leftover build container: the template steps remove it
             user = obs.config.get(state.TAG_USER, "")
             scope = self.want.prune
             if not scope.whole_host and user not in scope.users:
@@ -879,7 +973,8 @@ class _HostPlanner:
         )
         done: dict[str, Action] = {}
         for _, action in ranked:
-            missing = [dep for dep in action.depends_on if dep not in done]
+            local = (dep for dep in action.depends_on if dep.startswith(f"{self.host}/"))
+            missing = [dep for dep in local if dep not in done]
             if missing:
                 raise AssertionError(f"{action.id} is ordered before {', '.join(missing)}")
             pending, hold = self._paused(action) or (action.pending, action.hold)
@@ -904,7 +999,7 @@ class _HostPlanner:
         if self.errors:
             return _HOST_ERRORS, Hold.HOST_ERRORS
         for dep in action.depends_on:
-            if done[dep].pending is not None:
+            if dep in done and done[dep].pending is not None:
                 return f"waits for {dep}, which is pending", Hold.DEPENDENCY
         return None, None
 

@@ -26,6 +26,8 @@ _VERBS = {
     plans.ActionKind.START: "start",
     plans.ActionKind.STOP: "stop",
     plans.ActionKind.DELETE: "delete",
+    plans.ActionKind.BUILD: "build",
+    plans.ActionKind.COPY: "copy",
 }
 
 
@@ -41,7 +43,12 @@ def progress_printer(console: Console) -> Callable[[Event], None]:
     """A progress callback: one line when an action starts and one when it ends."""
 
     def show(event: Event) -> None:
-        if event.result is None:
+        if event.line is not None:
+            console.print(
+                Text.assemble((f"{event.action.host}: ", "bold"), (event.line, "dim")),
+                soft_wrap=True,
+            )
+        elif event.result is None:
             console.print(
                 Text.assemble((f"{event.action.host}: ", "bold"), describe(event.action), " ..."),
                 soft_wrap=True,

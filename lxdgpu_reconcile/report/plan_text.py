@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator
 from rich.console import Group
 from rich.text import Text
 
-from lxdgpu_reconcile import state
-from lxdgpu_reconcile.planning import common, diff, plan, rules
+from lxdgpu_reconcile.planning import common, diff, plan
+from lxdgpu_reconcile.planning import templates as templating
 
 _SYMBOLS = {
     plan.ActionKind.CREATE: ("+", "green"),
@@ -27,9 +27,10 @@ _SYMBOLS = {
     plan.ActionKind.START: ("~", "yellow"),
     plan.ActionKind.STOP: ("~", "yellow"),
     plan.ActionKind.DELETE: ("-", "red"),
+    plan.ActionKind.BUILD: ("+", "cyan"),
+    plan.ActionKind.COPY: ("+", "cyan"),
 }
 _RESTART = ("-/+", "magenta")
-_HASH_TAGS = (state.TAG_SPEC_HASH, rules.TAG_START_HASH)
 _HASH_SHOWN = len("sha256:") + 12
 
 
@@ -68,8 +69,9 @@ def lines(p: plan.Plan) -> list[Text]:
 
 
 def summary_line(s: plan.Summary) -> str:
+    images = f"{s.builds} to build, {s.copies} to copy, " if s.builds or s.copies else ""
     return (
-        f"Plan: {s.create} to create, {s.update} to update, {s.restart} to restart, "
+        f"Plan: {images}{s.create} to create, {s.update} to update, {s.restart} to restart, "
         f"{s.delete} to delete, {s.pending} pending."
     )
 
@@ -106,6 +108,10 @@ def _entry(action: plan.Action, helpers: list[plan.Action]) -> Iterator[Text]:
         "  ", (symbol, f"bold {style}"), " ", f"{action.object.kind.value} {action.object.name}"
     )
     words = _step_words(action, helpers)
+    if isinstance(action.body, templating.BuildTemplateBody):
+        words = f"build on {action.host}"
+    elif isinstance(action.body, templating.CopyTemplateBody):
+        words = f"copy from {action.body.source_host}"
     if words:
         header.append(f" ({words})")
     yield header
@@ -124,6 +130,8 @@ def _step_words(action: plan.Action, helpers: Iterable[plan.Action]) -> str:
         plan.ActionKind.START: "start",
         plan.ActionKind.STOP: "stop",
         plan.ActionKind.DELETE: "delete",
+        plan.ActionKind.BUILD: "build",
+        plan.ActionKind.COPY: "copy",
     }
     before = [names[h.kind] for h in helpers if _before(h, action)]
     after = [names[h.kind] for h in helpers if not _before(h, action)]
@@ -159,6 +167,6 @@ def _value(change: diff.FieldChange, value: diff.Value | None) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in sorted(value.items())) + "}"
     text = value or ""
-    if change.path[:1] == ("config",) and change.path[-1] in _HASH_TAGS and len(text) > _HASH_SHOWN:
+    if text.startswith("sha256:") and len(text) > _HASH_SHOWN:
         text = text[:_HASH_SHOWN] + "..."
     return json.dumps(text) if change.path != ("state",) else text

@@ -324,3 +324,62 @@ def test_a_removed_user_is_deleted_only_with_prune_and_never_while_protected(
     assert not world.lxc("server01", "list", "jerry-container", "--format", "csv", "-c", "n")
     assert (world.root / "home/jerry").is_dir()  # the user's data stays on the host
     assert world.cli("plan", "--detailed-exitcode", "--prune").exit_code == 0
+
+
+def test_templates_are_built_copied_and_never_rebuild_containers(world: World) -> None:
+    tools = {
+        "alias": "template-tools",
+        "base": "lab-images:busybox",
+        "build_host": "server01",
+        "steps": ["mkdir -p /opt/tools", "echo v1 > /opt/tools/version"],
+        "files": [{"path": "/etc/tools.conf", "content": "answer = 42\n", "mode": "0640"}],
+    }
+    ann = {"host": "server02", "template": "tools", "uid": 1003, "gid": 1003}
+    world.edit(lambda d: (d["templates"].update(tools=tools), d["users"].update(ann=ann)))
+    home = world.root / "home/ann"
+    home.mkdir(exist_ok=True)
+    os.chown(home, 1003, 1003)
+
+    plan = world.plan()
+    build = [a for a in actions(plan, "server01") if a["kind"] == "build"]
+    copy = [a for a in actions(plan, "server02") if a["kind"] == "copy"]
+    assert [a["object"]["name"] for a in build + copy] == ["tools", "tools"]
+    assert copy[0]["depends_on"] == [build[0]["id"]]
+    result = world.apply()
+    assert result.exit_code == 0, result.output
+    assert "[2/2] echo v1 > /opt/tools/version" in result.output
+    version = world.lxc("server02", "exec", "ann-container", "--", "cat", "/opt/tools/version")
+    assert version.strip() == "v1"
+    mode = world.lxc(
+        "server02", "exec", "ann-container", "--", "stat", "-c", "%a", "/etc/tools.conf"
+    )
+    assert mode.strip() == "640"
+    assert world.cli("plan", "--detailed-exitcode").exit_code == 0
+
+    # A changed step rebuilds and recopies the image; ann's container keeps what it has.
+    world.edit(
+        lambda d: d["templates"]["tools"]["steps"].__setitem__(1, "echo v2 > /opt/tools/version")
+    )
+    plan = world.plan()
+    assert [a["kind"] for a in actions(plan, "server01")] == ["build"]
+    assert [a["kind"] for a in actions(plan, "server02")] == ["copy"]
+    assert world.apply().exit_code == 0
+    result = world.cli("plan")
+    assert "ann-container runs an older build of template tools" in result.output
+    version = world.lxc("server02", "exec", "ann-container", "--", "cat", "/opt/tools/version")
+    assert version.strip() == "v1"
+    aliases = world.lxc("server02", "image", "list", "--format", "csv", "-c", "l")
+    assert "template-tools-previous" in aliases
+
+    # A failing step: the error names the step and its exit code, nothing is left behind and the
+    # alias still names the last good image.
+    before = world.lxc("server01", "image", "info", "template-tools")
+    world.edit(lambda d: d["templates"]["tools"]["steps"].append("echo oops; exit 3"))
+    result = world.apply()
+    assert result.exit_code == 1
+    assert "exit 3" in result.output and "oops" in result.output
+    assert world.lxc("server01", "image", "info", "template-tools") == before
+    names = world.lxc("server01", "list", "--format", "csv", "-c", "n")
+    assert "lxdgpu-build-" not in names
+    world.edit(lambda d: d["templates"]["tools"]["steps"].pop())
+    assert world.cli("plan", "--detailed-exitcode").exit_code == 0

@@ -128,7 +128,16 @@ def test_json_shape_is_stable() -> None:
     assert list(data) == ["format_version", "options", "summary", "notes", "errors", "hosts"]
     assert data["format_version"] == 1
     assert list(data["options"]) == ["targets", "prune", "adopt", "allow_restart", "attach_gpus"]
-    assert list(data["summary"]) == ["create", "update", "restart", "delete", "pending", "errors"]
+    assert list(data["summary"]) == [
+        "create",
+        "update",
+        "restart",
+        "delete",
+        "pending",
+        "errors",
+        "builds",
+        "copies",
+    ]
     host = data["hosts"][0]
     assert list(host) == ["host", "applyable", "errors", "notes", "actions"]
     action = host["actions"][0]

@@ -1,0 +1,350 @@
+"""Template images in the plan: what to build, what to copy, what to clean up. Pure: no I/O.
+
+For every template in scope the recipe hash (``templates.recipe``) is compared with the image its
+alias names:
+
+- on the build host: a missing alias or a different recipe hash plans ``build template X`` there;
+- on every other host that needs the template (``recipe.copy_targets``): an image without the
+  current recipe hash plans ``copy template X to HOST``, after the build when there is one;
+- on every host: build containers left by an interrupted build (tagged
+  ``user.lxdgpu.role: build``) are deleted.
+
+Images the local lab imported as stand-ins (``user.lxdgpu.lab: "true"``, a busybox image under
+the template's alias) are taken as they are: the lab cannot run a real template's steps (no
+network), and ``lxdgpu-reconcile build`` builds one for real on demand.
+
+Existing user containers are never rebuilt when their template changes: users own what is
+inside them. The plan notes which containers run an older build of their template.
+
+This module returns ``TemplateStep``s; ``plan.build_plan`` turns them into actions of the hosts
+they run on. A copy depends on the build on another host: the only dependency across hosts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from lxdgpu_reconcile import state
+from lxdgpu_reconcile.planning import diff, fingerprint, rules
+from lxdgpu_reconcile.planning.common import ErrorCode, Frozen, ObjectKind, ObjectRef, PlanError
+from lxdgpu_reconcile.spec import models
+from lxdgpu_reconcile.templates import recipe
+
+
+class BuildTemplateBody(Frozen):
+    """Build ``template`` on the host and point its alias at the new image.
+
+    The executor first looks for an image of this template already built from ``recipe_hash``
+    (e.g. ``ALIAS-previous`` after the fleet file was reverted) and points the alias back at it
+    instead of building. File contents are not in the plan: the executor reads them from the
+    fleet's folder and checks them against ``recipe_hash``.
+    """
+
+    body: Literal["build-template"] = "build-template"
+    template: str
+    spec: models.Template
+    recipe_hash: str
+    #: What the base contributed to ``recipe_hash`` (``recipe.base_key``).
+    base_key: str
+    base_source: dict[str, str]
+
+
+class CopyTemplateBody(Frozen):
+    """Copy the image ``alias`` names on ``source_host`` (built from ``recipe_hash``) here."""
+
+    body: Literal["copy-template"] = "copy-template"
+    template: str
+    alias: str
+    source_host: str
+    recipe_hash: str
+
+
+@dataclass(frozen=True)
+class TemplateStep:
+    """One template action before it becomes a plan ``Action``."""
+
+    host: str
+    kind: Literal["build", "copy", "stop", "delete"]
+    object: ObjectRef
+    step: str
+    reason: str
+    body: BuildTemplateBody | CopyTemplateBody | None = None
+    depends_on: tuple[str, ...] = ()
+    observed: str | None = None
+    part_of: str | None = None
+    changes: tuple[diff.FieldChange, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return step_id(self.host, self.object, self.step)
+
+
+@dataclass
+class TemplatePlan:
+    """The template steps, errors and notes of every host, and which step makes an alias ready."""
+
+    steps: dict[str, list[TemplateStep]] = field(default_factory=dict)
+    errors: dict[str, list[PlanError]] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    #: ``(host, alias)`` -> id of the build or copy that puts the alias on that host.
+    ready: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def add(self, step: TemplateStep) -> None:
+        self.steps.setdefault(step.host, []).append(step)
+
+    def error(self, host: str, error: PlanError) -> None:
+        self.errors.setdefault(host, []).append(error)
+
+    def note(self, host: str, note: str) -> None:
+        self.notes.setdefault(host, []).append(note)
+
+
+def step_id(host: str, ref: ObjectRef, step: str) -> str:
+    """The id of an action, as ``plan`` makes them: ``HOST/KIND/NAME/STEP``."""
+    return f"{host}/{ref.kind.value}/{ref.name}/{step}"
+
+
+def in_scope(fleet: models.Fleet, users: Iterable[str], hosts: Iterable[str]) -> tuple[str, ...]:
+    """The templates a plan of ``users`` on ``hosts`` looks after: those the users need, and those
+    built on or distributed to the hosts."""
+    hosts = set(hosts)
+    wanted = {fleet.users[u].template for u in users if u in fleet.users}
+    for name, template in fleet.templates.items():
+        if template.build_host in hosts or hosts & set(recipe.distribution_hosts(fleet, name)):
+            wanted.add(name)
+    return tuple(name for name in fleet.templates if name in wanted)
+
+
+def plan_templates(
+    fleet: models.Fleet,
+    snapshot: state.FleetSnapshot,
+    *,
+    templates: Iterable[str],
+    hosts: Iterable[str],
+    contents: Mapping[str, Mapping[str, bytes]] | None = None,
+) -> TemplatePlan:
+    """Template steps for ``templates``, and leftover build containers on ``hosts``.
+
+    ``contents`` holds, per template, the bytes of every file it pushes (read from the fleet's
+    folder by the caller); without it only inline ``content:`` files are known.
+    """
+    result = TemplatePlan()
+    for name in templates:
+        _plan_template(fleet, snapshot, name, contents, result)
+    for host in hosts:
+        snap = snapshot.hosts.get(host)
+        if snap is not None and snap.reachable:
+            _leftover_builds(snap, result)
+            _older_builds(fleet, snap, result)
+    return result
+
+
+def _reachable(snapshot: state.FleetSnapshot, host: str) -> state.HostSnapshot | None:
+    snap = snapshot.hosts.get(host)
+    return snap if snap is not None and snap.reachable else None
+
+
+def _plan_template(
+    fleet: models.Fleet,
+    snapshot: state.FleetSnapshot,
+    name: str,
+    contents: Mapping[str, Mapping[str, bytes]] | None,
+    result: TemplatePlan,
+) -> None:
+    template = fleet.templates[name]
+    ref = ObjectRef(kind=ObjectKind.TEMPLATE, name=name)
+    build_host = template.build_host
+    snap = _reachable(snapshot, build_host)
+    if snap is None:
+        return  # the host's own plan reports it unreachable
+    files = (
+        dict(contents[name]) if contents and name in contents else recipe.inline_contents(template)
+    )
+    missing = [f.path for f in template.files if f.path not in files]
+    if missing:
+        result.error(
+            build_host,
+            PlanError(
+                code=ErrorCode.TEMPLATE_FILES,
+                host=build_host,
+                object=ref,
+                message=f"the content of {', '.join(missing)} (template {name}) was not read",
+                fixes=("plan from the command line, which reads template files",),
+            ),
+        )
+        return
+    base = recipe.parse_base(template, fleet.image_servers)
+    key = recipe.base_key(base, snap.images)
+    source = recipe.base_source(base, snap.images)
+    current = snap.image_by_alias(template.alias)
+    if key is None or source is None:
+        if current is None:
+            result.error(build_host, _missing_base(name, template))
+        return
+    recipe_hash = recipe.recipe_hash(template, key, file_contents=files)
+    build_id = None
+    if _is_lab_stand_in(current):
+        result.note(
+            build_host,
+            f"lab: {template.alias} is a stand-in image; `lxdgpu-reconcile build {name}` "
+            "builds the template for real",
+        )
+    else:
+        why = recipe.build_reason(template.alias, current, recipe_hash)
+        if why is not None:
+            step = TemplateStep(
+                host=build_host,
+                kind="build",
+                object=ref,
+                step="template-build",
+                reason=why if current is None else f"{why}; {_KEPT}",
+                body=BuildTemplateBody(
+                    template=name,
+                    spec=template,
+                    recipe_hash=recipe_hash,
+                    base_key=key,
+                    base_source=source,
+                ),
+                changes=(
+                    diff.FieldChange(
+                        path=("image", template.alias),
+                        old=_recipe_of(current),
+                        new=recipe_hash,
+                        timing=_STORED,
+                    ),
+                ),
+            )
+            result.add(step)
+            build_id = step.id
+            result.ready[(build_host, template.alias)] = step.id
+    for host in recipe.copy_targets(fleet, name):
+        _plan_copy(snapshot, host, name, template, recipe_hash, build_id, result)
+
+
+def _plan_copy(
+    snapshot: state.FleetSnapshot,
+    host: str,
+    name: str,
+    template: models.Template,
+    recipe_hash: str,
+    build_id: str | None,
+    result: TemplatePlan,
+) -> None:
+    snap = _reachable(snapshot, host)
+    if snap is None:
+        return
+    current = snap.image_by_alias(template.alias)
+    if _is_lab_stand_in(current) or recipe.is_current(current, recipe_hash):
+        return
+    ref = ObjectRef(kind=ObjectKind.TEMPLATE, name=name)
+    source = snapshot.hosts[template.build_host]
+    if build_id is None and not recipe.is_current(
+        source.image_by_alias(template.alias), recipe_hash
+    ):
+        return  # nothing current to copy from; the build host's plan says why
+    step = TemplateStep(
+        host=host,
+        kind="copy",
+        object=ref,
+        step="template-copy",
+        reason=f"{host} lacks the current image of {template.alias} (copied from "
+        f"{template.build_host})",
+        body=CopyTemplateBody(
+            template=name,
+            alias=template.alias,
+            source_host=template.build_host,
+            recipe_hash=recipe_hash,
+        ),
+        depends_on=(build_id,) if build_id else (),
+        changes=(
+            diff.FieldChange(
+                path=("image", template.alias),
+                old=_recipe_of(current),
+                new=recipe_hash,
+                timing=_STORED,
+            ),
+        ),
+    )
+    result.add(step)
+    result.ready[(host, template.alias)] = step.id
+
+
+def _leftover_builds(snap: state.HostSnapshot, result: TemplatePlan) -> None:
+    for name, obs in sorted(snap.instances.items()):
+        if not recipe.is_build_container(obs.config):
+            continue
+        ref = ObjectRef(kind=ObjectKind.INSTANCE, name=name)
+        template = obs.config.get(recipe.TAG_TEMPLATE, "?")
+        delete_id = step_id(snap.host, ref, "leftover-delete")
+        deps: tuple[str, ...] = ()
+        if obs.running:
+            stop = TemplateStep(
+                host=snap.host,
+                kind="stop",
+                object=ref,
+                step="leftover-stop",
+                reason="stop it before deleting it",
+                part_of=delete_id,
+            )
+            result.add(stop)
+            deps = (stop.id,)
+        result.add(
+            TemplateStep(
+                host=snap.host,
+                kind="delete",
+                object=ref,
+                step="leftover-delete",
+                reason=f"build container of template {template} left by an interrupted build",
+                depends_on=deps,
+                observed=fingerprint.instance(obs, None),
+            )
+        )
+
+
+def _older_builds(fleet: models.Fleet, snap: state.HostSnapshot, result: TemplatePlan) -> None:
+    for name, obs in sorted(snap.instances.items()):
+        user = obs.config.get(state.TAG_USER)
+        if not obs.managed or user not in fleet.users:
+            continue
+        template = fleet.templates.get(fleet.users[user].template)
+        image = snap.image_by_alias(template.alias) if template else None
+        built_from = obs.config.get("volatile.base_image")
+        if image is None or not built_from or _is_lab_stand_in(image):
+            continue
+        if built_from != image.fingerprint and recipe.PROP_RECIPE_HASH in image.properties:
+            result.note(
+                snap.host,
+                f"{name} runs an older build of template {fleet.users[user].template}; "
+                "containers are never rebuilt (users own what is inside them)",
+            )
+
+
+def _is_lab_stand_in(image: state.ImageObs | None) -> bool:
+    return image is not None and image.properties.get(state.TAG_LAB) == "true"
+
+
+def _recipe_of(image: state.ImageObs | None) -> str | None:
+    if image is None:
+        return None
+    return image.properties.get(recipe.PROP_RECIPE_HASH, "(not built by lxdgpu-reconcile)")
+
+
+def _missing_base(name: str, template: models.Template) -> PlanError:
+    base = template.base.rpartition(":")[2]
+    return PlanError(
+        code=ErrorCode.MISSING_BASE,
+        host=template.build_host,
+        object=ObjectRef(kind=ObjectKind.TEMPLATE, name=name),
+        message=f"the base image {template.base!r} of template {name} is not on build host "
+        f"{template.build_host}",
+        fixes=(
+            f"import it there under the alias {base!r} (lxc image import ... --alias {base})",
+            "or write the base as IMAGE_SERVER:ALIAS with a server from image_servers",
+        ),
+    )
+
+
+_STORED = rules.Timing.STORED
+_KEPT = "existing containers keep what they were created from"
