@@ -31,17 +31,23 @@ def ensure_client_cert(conf_dir: Path) -> tuple[Path, Path]:
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
     conf_dir.mkdir(parents=True, exist_ok=True)
+    write_self_signed(cert_path, key_path, name=CLIENT_NAME, days=3650)
+    return cert_path, key_path
+
+
+def write_self_signed(cert_path: Path, key_path: Path, *, name: str, days: int) -> None:
+    """A self-signed EC P-384 client certificate for ``name``; the key is written mode 0600."""
     key = ec.generate_private_key(ec.SECP384R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CLIENT_NAME)])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(
             x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
         )
@@ -56,7 +62,6 @@ def ensure_client_cert(conf_dir: Path) -> tuple[Path, Path]:
     with os.fdopen(fd, "wb") as handle:
         handle.write(key_bytes)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path
 
 
 def fingerprint(cert_pem: bytes) -> str:

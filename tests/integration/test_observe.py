@@ -7,7 +7,6 @@ pointed at a port nobody listens on.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import socket
@@ -19,13 +18,10 @@ from typing import Any
 import certifi
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from lxdgpu_reconcile.cli import app
+from lxdgpu_reconcile.lab import certs
 from lxdgpu_reconcile.observe import connect as connecting
 from lxdgpu_reconcile.observe import reading
 from lxdgpu_reconcile.spec.models import Fleet, Host
@@ -69,34 +65,13 @@ def closed_port() -> int:
 
 
 def self_signed(directory: Path, name: str) -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP384R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA384())
-    )
     cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    certs.write_self_signed(cert_path, key_path, name=name, days=1)
     return str(cert_path), str(key_path)
 
 
 def fingerprint(path: str) -> str:
-    cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
-    return cert.fingerprint(hashes.SHA256()).hex()
+    return certs.fingerprint(Path(path).read_bytes())
 
 
 def write_fleet(path: Path, hosts: dict[str, Host]) -> Path:
