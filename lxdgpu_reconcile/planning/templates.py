@@ -207,14 +207,7 @@ def _plan_template(
                     base_key=key,
                     base_source=source,
                 ),
-                changes=(
-                    diff.FieldChange(
-                        path=("image", template.alias),
-                        old=_recipe_of(current),
-                        new=recipe_hash,
-                        timing=_STORED,
-                    ),
-                ),
+                changes=(_image_change(template.alias, current, recipe_hash),),
             )
             result.add(step)
             build_id = step.id
@@ -258,14 +251,7 @@ def _plan_copy(
             recipe_hash=recipe_hash,
         ),
         depends_on=(build_id,) if build_id else (),
-        changes=(
-            diff.FieldChange(
-                path=("image", template.alias),
-                old=_recipe_of(current),
-                new=recipe_hash,
-                timing=_STORED,
-            ),
-        ),
+        changes=(_image_change(template.alias, current, recipe_hash),),
     )
     result.add(step)
     result.ready[(host, template.alias)] = step.id
@@ -325,10 +311,14 @@ def _is_lab_stand_in(image: state.ImageObs | None) -> bool:
     return image is not None and image.properties.get(state.TAG_LAB) == "true"
 
 
-def _recipe_of(image: state.ImageObs | None) -> str | None:
-    if image is None:
-        return None
-    return image.properties.get(recipe.PROP_RECIPE_HASH, "(not built by lxdgpu-reconcile)")
+def _image_change(alias: str, current: state.ImageObs | None, recipe_hash: str) -> diff.FieldChange:
+    """The change a build or copy makes: the recipe of the image ``alias`` names."""
+    old = None
+    if current is not None:
+        old = current.properties.get(recipe.PROP_RECIPE_HASH, "(not built by lxdgpu-reconcile)")
+    return diff.FieldChange(
+        path=("image", alias), old=old, new=recipe_hash, timing=rules.Timing.STORED
+    )
 
 
 def _missing_base(name: str, template: models.Template) -> PlanError:
@@ -346,5 +336,4 @@ def _missing_base(name: str, template: models.Template) -> PlanError:
     )
 
 
-_STORED = rules.Timing.STORED
 _KEPT = "existing containers keep what they were created from"
