@@ -1,7 +1,9 @@
 """``plan`` and ``apply``: compare the fleet with its hosts, and make them match.
 
-``plan`` reads only. ``apply`` plans, shows the plan, asks (unless ``--yes``), then performs the
-plan and nothing else.
+``plan`` reads only; ``--out FILE`` saves the plan with what it was computed from. ``apply``
+plans, shows the plan, asks (unless ``--yes``), then performs the plan and nothing else; ``apply
+FILE`` performs a saved plan, if nothing it depends on changed (``cli.saved``). Both hold the lock
+that ``reconcile`` holds while they write.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from lxdgpu_reconcile.cli import saved as saved_plans
 from lxdgpu_reconcile.cli.app import app
 from lxdgpu_reconcile.cli.common import (
     FleetOpt,
@@ -23,16 +26,19 @@ from lxdgpu_reconcile.cli.common import (
     out,
     read_template_files,
 )
+from lxdgpu_reconcile.cli.locking import LockFileOpt, LockWaitOpt, held
 from lxdgpu_reconcile.execute import executor
 from lxdgpu_reconcile.observe.reading import observe_fleet
 from lxdgpu_reconcile.planning import plan as plans
-from lxdgpu_reconcile.report import apply_text, plan_json, plan_text
+from lxdgpu_reconcile.report import apply_text, plan_json, plan_markdown, plan_text
 from lxdgpu_reconcile.spec.models import Fleet
+from lxdgpu_reconcile.state import FleetSnapshot
 
 
 class PlanFormat(StrEnum):
     text = "text"
     json = "json"
+    markdown = "markdown"
 
 
 TargetOpt = Annotated[
@@ -84,7 +90,7 @@ def _make_plan(
     adopt: list[str] | None,
     allow_restart: bool,
     timeout: float,
-) -> tuple[Fleet, plans.Plan]:
+) -> tuple[Fleet, FleetSnapshot, plans.Plan]:
     spec, site = fleet_for_hosts(fleet_path, lab)
     files = read_template_files(spec, fleet_path)
     snapshot = observe_fleet(spec, timeout=timeout)
@@ -98,7 +104,7 @@ def _make_plan(
         allow_restart=allow_restart,
         template_files=files,
     )
-    return spec, plan
+    return spec, snapshot, plan
 
 
 @app.command()
@@ -107,8 +113,20 @@ def plan(
     lab: LabOpt = None,
     output: Annotated[
         PlanFormat,
-        typer.Option("--format", help="text: like terraform plan; json: stable, for bots."),
+        typer.Option(
+            "--format",
+            help="text: like terraform plan; json: stable, for bots; markdown: for a pull-request "
+            "comment.",
+        ),
     ] = PlanFormat.text,
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Also save the plan to this file, for `apply FILE` to apply exactly it.",
+            show_default=False,
+        ),
+    ] = None,
     target: TargetOpt = None,
     prune: PruneOpt = False,
     adopt: AdoptOpt = None,
@@ -124,8 +142,11 @@ def plan(
     """Show what apply would change on every host, and why. Changes nothing.
 
     Example: [bold]lxdgpu-reconcile plan -f fleet.yaml --target tom[/bold]
+
+    Example: [bold]lxdgpu-reconcile plan -f fleet.yaml --out plan.json --format markdown[/bold]
     """
-    _spec, p = _make_plan(
+    digest = saved_plans.fleet_digest(fleet) if out_file is not None else ""
+    _spec, snapshot, p = _make_plan(
         fleet,
         lab,
         targets=target,
@@ -134,8 +155,12 @@ def plan(
         allow_restart=allow_restart,
         timeout=timeout,
     )
+    if out_file is not None:
+        saved_plans.write(out_file, p, snapshot, fleet_path=fleet, digest=digest, lab=lab)
     if output is PlanFormat.json:
         sys.stdout.write(plan_json.render(p))
+    elif output is PlanFormat.markdown:
+        sys.stdout.write(plan_markdown.render(p))
     else:
         out.print(plan_text.render(p))
     raise typer.Exit(plans.exit_code(p, detailed=detailed_exitcode))
@@ -143,7 +168,24 @@ def plan(
 
 @app.command()
 def apply(
-    fleet: FleetOpt = "fleet.yaml",  # type: ignore[assignment]
+    plan_file: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="PLANFILE",
+            help="A plan saved by `plan --out`: apply exactly it, without asking, if nothing it "
+            "was made from changed.",
+            show_default=False,
+        ),
+    ] = None,
+    fleet: Annotated[
+        Path | None,
+        typer.Option(
+            "-f",
+            "--fleet",
+            help="The fleet file. Default: fleet.yaml; with PLANFILE, the one the plan names.",
+            show_default=False,
+        ),
+    ] = None,
     lab: LabOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
     target: TargetOpt = None,
@@ -151,15 +193,74 @@ def apply(
     adopt: AdoptOpt = None,
     allow_restart: RestartOpt = False,
     timeout: TimeoutOpt = 120.0,
+    lock_file: LockFileOpt = None,
+    lock_wait: LockWaitOpt = 60.0,
 ) -> None:
     """Plan, show the plan, ask, then make every host match the fleet file.
 
     Hosts are applied in parallel; a failed action stops what depends on it on that host, and the
     other hosts go on. Run it again after a failure: it converges.
 
+    With PLANFILE (from plan --out), apply exactly that plan, refused if anything it used changed.
+
+    Exit status: 0 applied (or nothing to do), 1 errors or refused, 4 lock held by another run.
+
     Example: [bold]lxdgpu-reconcile apply -f fleet.yaml --allow-restart[/bold]
+
+    Example: [bold]lxdgpu-reconcile apply plan.json[/bold]
     """
-    spec, p = _make_plan(
+    if plan_file is not None:
+        fixed = [
+            name
+            for name, given in (
+                ("--target", target),
+                ("--prune", prune),
+                ("--adopt", adopt),
+                ("--allow-restart", allow_restart),
+            )
+            if given
+        ]
+        if fixed:
+            err_console.print(
+                f"{', '.join(fixed)}: a saved plan was made with its options; plan again with "
+                "them (`plan --out`) and apply that plan",
+                markup=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1)
+        saved_plans.apply_saved(
+            plan_file,
+            fleet=fleet,
+            lab=lab,
+            timeout=timeout,
+            lock_file=lock_file,
+            lock_wait=lock_wait,
+        )
+    with held(lock_file, lock_wait, "apply", required=False):
+        _apply_fresh(
+            fleet or Path("fleet.yaml"),
+            lab,
+            yes=yes,
+            target=target,
+            prune=prune,
+            adopt=adopt,
+            allow_restart=allow_restart,
+            timeout=timeout,
+        )
+
+
+def _apply_fresh(
+    fleet: Path,
+    lab: Path | None,
+    *,
+    yes: bool,
+    target: list[str] | None,
+    prune: bool,
+    adopt: list[str] | None,
+    allow_restart: bool,
+    timeout: float,
+) -> None:
+    spec, _snapshot, p = _make_plan(
         fleet,
         lab,
         targets=target,
