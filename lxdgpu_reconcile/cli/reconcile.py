@@ -1,0 +1,211 @@
+"""``reconcile``: what a cron line or a systemd timer runs to keep the hosts as the fleet file says.
+
+One run: take the lock (wait at most ``--lock-wait``), load the fleet file, read the clock and
+evaluate the fleet's ``reconcile:`` policy (``reconcile.policy``), observe every host, plan,
+apply the part the policy allows, and report: a summary on the terminal, JSON lines in
+``--log-file``, a Prometheus text file in ``--metrics-file``. The exit status says how it went
+(``reconcile.outcome``): 0 converged, 2 changed, 3 pending changes remain, 1 errors, 4 lock not
+acquired. See docs/reconcile.md.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lxdgpu_reconcile import __version__
+from lxdgpu_reconcile.cli.app import app
+from lxdgpu_reconcile.cli.common import (
+    FleetOpt,
+    LabOpt,
+    err_console,
+    fleet_for_hosts,
+    out,
+    read_template_files,
+)
+from lxdgpu_reconcile.cli.locking import LockFileOpt, LockWaitOpt
+from lxdgpu_reconcile.execute import executor
+from lxdgpu_reconcile.execute.results import ApplyReport
+from lxdgpu_reconcile.observe.reading import observe_fleet
+from lxdgpu_reconcile.planning import plan as plans
+from lxdgpu_reconcile.reconcile import files
+from lxdgpu_reconcile.reconcile import lock as locks
+from lxdgpu_reconcile.reconcile import policy as policies
+from lxdgpu_reconcile.reconcile.outcome import Result, Run, result_of
+from lxdgpu_reconcile.report import apply_text, metrics, reconcile_log, reconcile_text
+
+
+@app.command()
+def reconcile(
+    fleet: FleetOpt = "fleet.yaml",  # type: ignore[assignment]
+    lab: LabOpt = None,
+    lock_file: LockFileOpt = None,
+    lock_wait: LockWaitOpt = 60.0,
+    log_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--log-file",
+            envvar="LXDGPU_LOG_FILE",
+            help="Append one JSON line per action and one per run to this file.",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics-file",
+            help="Write Prometheus metrics here (node_exporter textfile collector, *.prom).",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Print nothing unless something went wrong (for cron mail)."
+        ),
+    ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds each host gets to answer, and each LXD operation to end.", min=1
+        ),
+    ] = 120.0,
+) -> None:
+    """Observe, plan and apply what the fleet's reconcile policy allows; for cron and timers.
+
+    Creates, in-place updates and starts are applied; paused users and hosts are left alone.
+
+    Restarts, deletes and template builds stay pending unless the reconcile: policy allows them.
+
+    Exit status: 0 converged, 2 changed, 3 changes pending, 1 errors, 4 lock held by another run.
+
+    Example: [bold]lxdgpu-reconcile reconcile -f /srv/fleet/fleet.yaml --quiet[/bold]
+    """
+    started = datetime.datetime.now(datetime.UTC)
+    run_id = uuid.uuid4().hex[:12]
+    base = {"id": run_id, "started": started, "fleet": str(fleet), "version": __version__}
+    base["lab"] = str(lab.resolve()) if lab is not None else None
+    path = lock_file or locks.DEFAULT_LOCK_FILE
+    try:
+        with locks.exclusive(path, wait=lock_wait, command="reconcile"):
+            run = _run(base, fleet, lab, timeout=timeout, show_progress=not quiet)
+            _finish(run, log_file=log_file, metrics_file=metrics_file, quiet=quiet)
+    except locks.LockError as exc:
+        locked = isinstance(exc, locks.LockTimeout)
+        run = Run.model_validate(
+            {
+                **base,
+                "finished": datetime.datetime.now(datetime.UTC),
+                "result": Result.LOCKED if locked else Result.ERRORS,
+                "message": f"{exc.message}\n  what to do: {exc.hint}",
+            }
+        )
+        _finish(run, log_file=log_file, metrics_file=None, quiet=quiet)
+    raise typer.Exit(run.exit_code)
+
+
+def _run(
+    base: dict[str, object],
+    fleet_path: Path,
+    lab: Path | None,
+    *,
+    timeout: float,
+    show_progress: bool,
+) -> Run:
+    """One run while the lock is held. Never raises for a domain problem: the run records it."""
+
+    def stopped(message: str, **more: object) -> Run:
+        return Run.model_validate(
+            {
+                **base,
+                **more,
+                "finished": datetime.datetime.now(datetime.UTC),
+                "result": Result.ERRORS,
+                "message": message,
+            }
+        )
+
+    try:
+        digest = files.sha256_of(fleet_path)
+    except OSError as exc:
+        return stopped(
+            f"cannot read the fleet file {fleet_path}: {exc.strerror or exc}\n"
+            "  what to do: give its path with -f FLEET"
+        )
+    try:
+        spec, site = fleet_for_hosts(fleet_path, lab)
+        template_files = read_template_files(spec, fleet_path)
+    except typer.Exit:
+        return stopped(
+            "the fleet file cannot be used (the problems are above); nothing was done",
+            fleet_sha256=digest,
+        )
+    decision = policies.decide(spec.reconcile, datetime.datetime.now().astimezone().time())
+    snapshot = observe_fleet(spec, timeout=min(timeout, 30.0))
+    plan = plans.make_plan(
+        spec,
+        snapshot,
+        site,
+        prune=decision.prune,
+        allow_restart=decision.allow_restart,
+        template_files=template_files,
+    )
+    plan = policies.govern(plan, decision)
+    report = ApplyReport()
+    if not plan.errors and any(a.pending is None for a in plan.actions):
+        progress = apply_text.progress_printer(err_console)
+        report = executor.apply_plan(
+            plan,
+            spec,
+            timeout=timeout,
+            progress=progress if show_progress and sys.stderr.isatty() else None,
+            template_files=template_files,
+        )
+    return Run.model_validate(
+        {
+            **base,
+            "finished": datetime.datetime.now(datetime.UTC),
+            "fleet_sha256": digest,
+            "result": result_of(plan, report),
+            "decision": decision,
+            "plan": plan,
+            "report": report,
+        }
+    )
+
+
+def _finish(run: Run, *, log_file: Path | None, metrics_file: Path | None, quiet: bool) -> None:
+    """Report ``run``: log lines, metrics, then the summary (on standard error when quiet and
+    something went wrong, on standard output otherwise)."""
+    problems = []
+    if log_file is not None:
+        try:
+            files.append_text(log_file, reconcile_log.render(run))
+        except OSError as exc:
+            problems.append(f"cannot append to the log file {log_file}: {exc.strerror or exc}")
+    if metrics_file is not None:
+        try:
+            previous = metrics_file.read_text() if metrics_file.exists() else ""
+            text = metrics.render(run, last_success=metrics.last_success(previous))
+            files.write_atomic(metrics_file, text)
+        except OSError as exc:
+            problems.append(f"cannot write the metrics file {metrics_file}: {exc.strerror or exc}")
+    if not quiet:
+        for line in reconcile_text.lines(run):
+            out.print(line)
+    elif not run.succeeded:
+        for line in reconcile_text.lines(run):
+            err_console.print(line)
+    for problem in problems:
+        err_console.print(
+            f"{problem}\n  what to do: check the path and its permissions",
+            markup=False,
+            soft_wrap=True,
+        )
+    if problems and run.succeeded:
+        raise typer.Exit(1)
