@@ -205,6 +205,11 @@ def _entry(action: plans.Action, helpers: list[plans.Action]) -> Iterator[str]:
     symbol = "-/+" if action.restart else _SYMBOLS.get(action.kind, "+")
     header = f"{symbol} {action.object.kind.value} {action.object.name}"
     words = _step_words(action, helpers)
+    source = getattr(action.body, "source_host", None)
+    if action.kind.value == "build":
+        words = f"build on {action.host}"
+    elif action.kind.value == "copy" and isinstance(source, str):
+        words = f"copy from {source}"
     if words:
         header += f" ({words})"
     yield _one_line(header)

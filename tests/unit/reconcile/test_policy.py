@@ -12,6 +12,7 @@ from lxdgpu_reconcile.planning.common import ObjectKind, ObjectRef
 from lxdgpu_reconcile.reconcile import policy
 from lxdgpu_reconcile.spec.models import ReconcilePolicy
 from tests.unit.planning import support
+from tests.unit.planning.test_planning_templates import BASE, host, plan_of
 
 
 def at(text: str) -> datetime.time:
@@ -182,3 +183,15 @@ def test_template_actions_are_held_back_unless_allowed_with_what_waits_for_them(
 
     allowed = policy.decide(ReconcilePolicy(allow_template_builds=True), at("12:00"))
     assert policy.govern(made, allowed) == made
+
+
+def test_a_real_template_plan_is_held_back_by_default() -> None:
+    made = plan_of(host("h1", BASE), host("h2"))
+    held = policy.govern(made, policy.decide(ReconcilePolicy(), at("12:00")))
+    assert {a.kind.value: a.hold for a in held.actions} == {
+        "build": planning.Hold.POLICY,
+        "copy": planning.Hold.POLICY,
+        "create": planning.Hold.DEPENDENCY,
+        "start": planning.Hold.DEPENDENCY,
+    }
+    assert held.summary.pending == 3 and held.summary.builds == 0

@@ -16,6 +16,7 @@ from lxdgpu_reconcile.planning.common import ErrorCode, ObjectKind, ObjectRef, P
 from lxdgpu_reconcile.report import plan_markdown
 from tests.unit.planning import support
 from tests.unit.planning.test_planning_render import CLEAN, MIXED
+from tests.unit.planning.test_planning_templates import BASE, host, plan_of
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -167,3 +168,11 @@ def test_a_plan_too_long_for_a_comment_leaves_out_the_last_hosts() -> None:
     assert len(short) < len(full)
     assert "The details of 1 more host are left out" in short
     assert "**Restarts**" in short  # the call-outs are always there
+
+
+def test_template_builds_and_copies_get_their_columns_and_words() -> None:
+    text = plan_markdown.render(plan_of(host("h1", BASE), host("h2")))
+    assert "| host | build | copy | create |" in text
+    assert "| h1 | 1 | 0 | 0 |" in text and "| h2 | 0 | 1 | 1 |" in text
+    assert "+ template tools (build on h1)" in text
+    assert "+ template tools (copy from h1)" in text
