@@ -50,9 +50,12 @@ def lines(run: Run) -> list[Text]:
         for host in run.plan.hosts:
             out.extend(_host(host, results))
     counts = f"{_counts(run)}; " if run.plan is not None else ""
+    verdict = _VERDICTS[run.result]
+    if run.plan is None and run.result is Result.ERRORS:
+        verdict = "Errors: nothing was done (see above)"
     out.append(
         Text(
-            f"{_VERDICTS[run.result]} ({counts}exit {run.exit_code}).",
+            f"{verdict} ({counts}exit {run.exit_code}).",
             style="bold" if run.succeeded else "bold red",
         )
     )
