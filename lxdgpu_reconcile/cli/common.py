@@ -67,6 +67,9 @@ def fleet_for_hosts(fleet_path: Path, lab: Path | None) -> tuple[Fleet, Site]:
     except LabError as exc:
         err_console.print(f"lab: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    except OSError as exc:
+        err_console.print(lab_dir_problem(lab, exc), markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     unusable = [
         found
         for name, host in fleet.hosts.items()
@@ -79,6 +82,14 @@ def fleet_for_hosts(fleet_path: Path, lab: Path | None) -> tuple[Fleet, Site]:
     if unusable:
         raise typer.Exit(1)
     return fleet, site
+
+
+def lab_dir_problem(lab_dir: Path | None, exc: OSError) -> str:
+    """What to say when the lab directory cannot be read at all (not a directory, no access)."""
+    return (
+        f"lab: cannot read the lab in {lab_dir}: {exc.strerror or exc}\n"
+        "  what to do: give --lab (or LXDGPU_LAB) the directory `lxdgpu-reconcile lab up` made"
+    )
 
 
 def read_template_files(fleet: Fleet, fleet_path: Path) -> dict[str, dict[str, bytes]]:

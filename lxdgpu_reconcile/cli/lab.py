@@ -14,7 +14,7 @@ import typer
 
 from lxdgpu_reconcile import lab as labs
 from lxdgpu_reconcile.cli.app import app
-from lxdgpu_reconcile.cli.common import FleetOpt, err_console, out
+from lxdgpu_reconcile.cli.common import FleetOpt, err_console, lab_dir_problem, out
 from lxdgpu_reconcile.spec.loading import load_fleet
 from lxdgpu_reconcile.spec.models import Fleet
 
@@ -111,4 +111,7 @@ def env(
         text = labs.lab_env(lab_dir, host)
     except labs.LabError as exc:
         raise _fail(str(exc)) from None
+    except OSError as exc:
+        _say(lab_dir_problem(lab_dir, exc))
+        raise typer.Exit(1) from None
     typer.echo(text, nl=False)

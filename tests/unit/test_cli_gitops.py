@@ -125,3 +125,13 @@ def test_reconcile_with_a_broken_fleet_file_records_the_error(tmp_path: Path) ->
     text = metrics.read_text()
     assert "lxdgpu_reconcile_last_run_exit_code 1" in text
     assert "last_success_timestamp_seconds" not in text
+
+
+@pytest.mark.parametrize("command", ["plan", "status"])
+def test_a_file_given_as_the_lab_is_one_clear_error(
+    tmp_path: Path, fleet: Path, command: str
+) -> None:
+    result = runner.invoke(app, [command, "-f", str(fleet), "--lab", str(fleet)])
+    assert result.exit_code == 1
+    assert f"lab: cannot read the lab in {fleet}: Not a directory" in result.output
+    assert isinstance(result.exception, SystemExit)

@@ -47,3 +47,13 @@ def test_up_with_a_broken_fleet_prints_its_problems(tmp_path: Path) -> None:
     assert "hosts.a.endpoint" in result.output
     assert "validate -f" in result.output
     assert not (tmp_path / "lab").exists()
+
+
+def test_env_with_a_file_for_the_lab_dir_says_what_to_give(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "fleet.yaml"
+    not_a_dir.write_text("version: 1\n")
+    result = runner.invoke(app, ["lab", "env", "server01", "--dir", str(not_a_dir)])
+    assert result.exit_code == 1
+    assert f"cannot read the lab in {not_a_dir}: Not a directory" in result.output
+    assert "what to do:" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
