@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from lxdgpu_reconcile.site import Site
-from lxdgpu_reconcile.spec.loading import cert_file_problems, load_fleet
+from lxdgpu_reconcile.spec.loading import load_fleet
 from lxdgpu_reconcile.spec.models import Fleet
 
 #: Results go to standard output; problems, progress and prompts to standard error.
@@ -23,6 +23,9 @@ def echo_json(data: Any) -> None:
     """Print ``data`` as stable JSON (sorted keys, two-space indent) for bots."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
+
+#: What to do when the fleet file cannot be read at all.
+NAME_THE_FLEET = "name the fleet file with -f FLEET (default: fleet.yaml in this directory)"
 
 FleetOpt = Annotated[
     Path,
@@ -39,6 +42,29 @@ LabOpt = Annotated[
 ]
 
 
+def load_valid_fleet(fleet_path: Path, *, certs: bool) -> Fleet:
+    """The fleet in ``fleet_path``; on any error prints every problem and what to do, exits 1.
+
+    ``certs``: missing certificate files of https hosts are errors too (for commands that
+    connect to the real hosts; a validate only warns about them).
+    """
+    result = load_fleet(fleet_path)
+    errors = result.errors + (result.missing_certs if certs else ())
+    if not errors and result.fleet is not None:
+        return result.fleet
+    for problem in sorted(errors):
+        err_console.print(str(problem), markup=False, soft_wrap=True)
+    err_console.print(f"  what to do: {fix_fleet_hint(fleet_path)}", markup=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def fix_fleet_hint(fleet_path: Path) -> str:
+    """What to do about a fleet file that could not be used."""
+    if not fleet_path.is_file():
+        return NAME_THE_FLEET
+    return f"fix the fleet file (`lxdgpu-reconcile validate -f {fleet_path}`) and run again"
+
+
 def fleet_for_hosts(fleet_path: Path, lab: Path | None) -> tuple[Fleet, Site]:
     """The fleet as a command that connects to its hosts needs it, and where it is realised.
 
@@ -50,20 +76,9 @@ def fleet_for_hosts(fleet_path: Path, lab: Path | None) -> tuple[Fleet, Site]:
     from lxdgpu_reconcile.lab import LabError, site_for
     from lxdgpu_reconcile.observe import connect as connecting
 
-    result = load_fleet(fleet_path)
-    errors = result.errors if lab is not None else result.errors + cert_file_problems(result)
-    if errors or result.fleet is None:
-        for problem in errors:
-            err_console.print(str(problem), markup=False, soft_wrap=True)
-        err_console.print(
-            f"{fleet_path}: fix the fleet file (`lxdgpu-reconcile validate -f {fleet_path}`) "
-            "and run again",
-            markup=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(1)
+    loaded = load_valid_fleet(fleet_path, certs=lab is None)
     try:
-        fleet, site = site_for(result.fleet, lab)
+        fleet, site = site_for(loaded, lab)
     except LabError as exc:
         err_console.print(f"lab: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(1) from None

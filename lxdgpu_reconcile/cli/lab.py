@@ -14,9 +14,13 @@ import typer
 
 from lxdgpu_reconcile import lab as labs
 from lxdgpu_reconcile.cli.app import app
-from lxdgpu_reconcile.cli.common import FleetOpt, err_console, lab_dir_problem, out
-from lxdgpu_reconcile.spec.loading import load_fleet
-from lxdgpu_reconcile.spec.models import Fleet
+from lxdgpu_reconcile.cli.common import (
+    FleetOpt,
+    err_console,
+    lab_dir_problem,
+    load_valid_fleet,
+    out,
+)
 
 lab_app = typer.Typer(
     name="lab",
@@ -50,17 +54,6 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _load(path: Path) -> Fleet:
-    if not path.exists():
-        raise _fail(f"{path} does not exist; name the fleet file with -f FLEET")
-    result = load_fleet(path)
-    if result.ok and result.fleet is not None:
-        return result.fleet
-    for problem in result.errors:
-        _say(str(problem))
-    raise _fail(f"{path} has errors; fix them (`lxdgpu-reconcile validate -f {path}`) and retry")
-
-
 @lab_app.command("up")
 def up(
     fleet: FleetOpt = Path("fleet.yaml"),
@@ -70,7 +63,7 @@ def up(
 
     Example: [bold]lxdgpu-reconcile lab up -f fleet.yaml --dir /var/tmp/lab[/bold]
     """
-    loaded = _load(fleet)
+    loaded = load_valid_fleet(fleet, certs=False)
     try:
         state = labs.lab_up(loaded, lab_dir, progress=_say)
     except labs.LabError as exc:

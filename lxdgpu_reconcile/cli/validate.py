@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from lxdgpu_reconcile.cli.app import app
-from lxdgpu_reconcile.cli.common import FleetOpt, echo_json, err_console, out
+from lxdgpu_reconcile.cli.common import NAME_THE_FLEET, FleetOpt, echo_json, err_console, out
 from lxdgpu_reconcile.spec.loading import load_fleet
 from lxdgpu_reconcile.spec.models import Fleet
 
@@ -39,9 +39,9 @@ def validate(
     if not result.ok:
         if output is ProblemFormat.text:
             count = len(result.errors)
+            hint = "fix them and run validate again" if fleet.is_file() else NAME_THE_FLEET
             err_console.print(
-                f"{fleet}: {count} error{'s' if count != 1 else ''}; fix them and run "
-                "validate again",
+                f"{fleet}: {count} error{'s' if count != 1 else ''}; {hint}",
                 markup=False,
                 highlight=False,
             )

@@ -21,7 +21,7 @@ import yaml
 from pydantic_core import ErrorDetails
 
 from lxdgpu_reconcile.spec import rules
-from lxdgpu_reconcile.spec.models import FORMAT_VERSION, Fleet, Host
+from lxdgpu_reconcile.spec.models import FORMAT_VERSION, Fleet
 from lxdgpu_reconcile.spec.yamlsource import Document, Mark, parse
 from lxdgpu_reconcile.spec.yamlsource import Path as KeyPath
 
@@ -58,6 +58,9 @@ class LoadResult:
     path: Path
     fleet: Fleet | None
     problems: tuple[Problem, ...] = field(default_factory=tuple)
+    #: Certificate files of https hosts that do not exist, as errors: ``problems`` holds them as
+    #: warnings (a fleet file is valid without them); commands that connect refuse to go on.
+    missing_certs: tuple[Problem, ...] = field(default_factory=tuple)
 
     @property
     def errors(self) -> tuple[Problem, ...]:
@@ -125,6 +128,7 @@ def load_text(text: str, *, name: str = "fleet.yaml", base_dir: Path | None = No
         problems.append(_at(doc, name, finding.path, finding.message, key=True))
 
     fleet, structure = _validate(doc, name)
+    missing_certs: tuple[Problem, ...] = ()
     flagged = {p.path for p in problems}
     problems += [p for p in structure if p.path not in flagged]
     if fleet is not None:
@@ -136,17 +140,16 @@ def load_text(text: str, *, name: str = "fleet.yaml", base_dir: Path | None = No
                 if finding.severity == "error"
                 else _warning(_at(doc, name, finding.path, finding.message, key=finding.at_key))
             )
-        for finding in _missing_cert_files(fleet):
-            problems.append(_warning(_at(doc, name, finding.path, finding.message, key=False)))
-    return LoadResult(path=path, fleet=fleet, problems=tuple(sorted(set(problems))))
-
-
-def cert_file_problems(result: LoadResult) -> tuple[Problem, ...]:
-    """Missing certificate files of https hosts, as errors: what commands that connect check."""
-    return tuple(
-        Problem(p.file, p.line, p.col, p.path, p.message)
-        for p in result.warnings
-        if p.path.startswith("hosts.") and "does not exist" in p.message
+        missing_certs = tuple(
+            _at(doc, name, finding.path, finding.message, key=False)
+            for finding in _missing_cert_files(fleet)
+        )
+        problems += [_warning(problem) for problem in missing_certs]
+    return LoadResult(
+        path=path,
+        fleet=fleet,
+        problems=tuple(sorted(set(problems))),
+        missing_certs=missing_certs,
     )
 
 
@@ -387,8 +390,3 @@ def _missing_cert_files(fleet: Fleet) -> Iterator[rules.Finding]:
                     f"{value} does not exist: copy it to this machine (see docs/fleet-file.md, "
                     "'Connecting to hosts')",
                 )
-
-
-def host_cert_paths(host: Host) -> tuple[str, ...]:
-    """Certificate paths of ``host`` that are set."""
-    return tuple(v for v in (host.client_cert, host.client_key, host.server_cert) if v is not None)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -65,7 +66,31 @@ def test_validate_missing_file_is_one_clear_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", "-f", str(tmp_path / "absent.yaml")])
     assert result.exit_code == 1
     assert "cannot read the fleet file" in result.stdout
+    assert "name the fleet file with -f FLEET" in result.stderr
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["plan", "status", "apply"])
+def test_a_missing_fleet_file_says_to_name_it(tmp_path: Path, command: str) -> None:
+    absent = tmp_path / "absent.yaml"
+    result = runner.invoke(app, [command, "-f", str(absent)])
+    assert result.exit_code == 1
+    assert f"{absent}:1:1: (top level): cannot read the fleet file" in result.stderr
+    assert "what to do: name the fleet file with -f FLEET" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["plan", "status", "apply"])
+def test_a_fleet_with_errors_stops_before_any_host_is_read(tmp_path: Path, command: str) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(BAD)
+    result = runner.invoke(app, [command, "-f", str(fleet)])
+    assert result.exit_code == 1
+    assert f"{fleet}:5:15: users.tom.host: unknown host 'server02'" in result.stderr
+    assert f"what to do: fix the fleet file (`lxdgpu-reconcile validate -f {fleet}`)" in (
+        result.stderr
+    )
+    assert result.stdout == ""
 
 
 def test_schema_is_json_schema_of_the_fleet() -> None:

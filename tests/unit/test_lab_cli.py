@@ -36,7 +36,8 @@ def test_up_with_a_missing_fleet_file_says_which(tmp_path: Path) -> None:
     missing = tmp_path / "fleet.yaml"
     result = runner.invoke(app, ["lab", "up", "-f", str(missing), "--dir", str(tmp_path)])
     assert result.exit_code == 1
-    assert f"{missing} does not exist" in result.output
+    assert f"{missing}:1:1: (top level): cannot read the fleet file" in result.output
+    assert "what to do: name the fleet file with -f FLEET" in result.output
 
 
 def test_up_with_a_broken_fleet_prints_its_problems(tmp_path: Path) -> None:
