@@ -365,13 +365,9 @@ def build_plan(
     )
     adopted: set[str] = set()
     templates = templates or templating.TemplatePlan()
-    hosts = _across_hosts(
-        tuple(
-            _plan_host(
-                want, snapshot.hosts.get(name), desired.preserve, options, adopted, templates
-            )
-            for name, want in desired.hosts.items()
-        )
+    hosts = tuple(
+        _plan_host(want, snapshot.hosts.get(name), desired.preserve, options, adopted, templates)
+        for name, want in desired.hosts.items()
     )
     notes = list(desired.notes)
     notes.extend(note for host in hosts for note in host.notes)
@@ -381,8 +377,7 @@ def build_plan(
             for name in options.adopt
             if name not in adopted
         )
-    plan = Plan(options=options, notes=tuple(notes), errors=desired.errors, hosts=hosts)
-    return plan.model_copy(update={"summary": summarise(plan)})
+    return hold_back(Plan(options=options, notes=tuple(notes), errors=desired.errors, hosts=hosts))
 
 
 def summarise(plan: Plan) -> Summary:
@@ -401,34 +396,57 @@ def summarise(plan: Plan) -> Summary:
     )
 
 
-def _across_hosts(hosts: tuple[HostPlan, ...]) -> tuple[HostPlan, ...]:
-    """Hold back actions that wait for a pending action on another host (a template copy whose
-    build is held back), and what waits for those in turn."""
-    pending = {a.id: a.pending for host in hosts for a in host.actions if a.pending is not None}
+def hold_back(plan: Plan, held: Mapping[str, tuple[str, Hold]] | None = None) -> Plan:
+    """``plan`` with the actions in ``held`` pending for the given reasons, and every action that
+    waits for a pending action, or for one the plan does not include, pending too (on any host);
+    the summary is counted again.
+
+    The planner holds back within a host as it orders it; this is what crosses hosts (a template
+    copy waits for the build on another host, which may be held back or, with ``--target``, not
+    planned at all) and what a policy adds afterwards (``reconcile.policy.govern``).
+    """
+    planned = {action.id for action in plan.actions}
+    pending = {a.id: (a.pending, a.hold) for a in plan.actions if a.pending is not None}
+    pending.update(held or {})
     changed = True
     while changed:
         changed = False
-        for host in hosts:
-            for action in host.actions:
-                if action.id in pending:
-                    continue
-                waits = next((dep for dep in action.depends_on if dep in pending), None)
-                if waits is not None:
-                    pending[action.id] = f"waits for {waits}, which is pending"
-                    changed = True
-    return tuple(
+        for action in plan.actions:
+            if action.id in pending:
+                continue
+            why = _waits(action, pending, planned)
+            if why is not None:
+                pending[action.id] = (why, Hold.DEPENDENCY)
+                changed = True
+    hosts = tuple(
         host.model_copy(
             update={
                 "actions": tuple(
-                    a.model_copy(update={"pending": pending[a.id], "hold": Hold.DEPENDENCY})
-                    if a.id in pending and a.pending is None
+                    a.model_copy(update={"pending": pending[a.id][0], "hold": pending[a.id][1]})
+                    if a.id in pending and (a.pending, a.hold) != pending[a.id]
                     else a
                     for a in host.actions
                 )
             }
         )
-        for host in hosts
+        for host in plan.hosts
     )
+    held_plan = plan.model_copy(update={"hosts": hosts})
+    return held_plan.model_copy(update={"summary": summarise(held_plan)})
+
+
+def _waits(action: Action, pending: Mapping[str, object], planned: set[str]) -> str | None:
+    """Why ``action`` waits: a dependency that is pending, or that the plan does not include."""
+    for dep in action.depends_on:
+        if dep not in planned:
+            host = dep.partition("/")[0]
+            return (
+                f"waits for {dep}, which this plan does not include ({host} is outside "
+                f"--target): plan with --target {host} as well, or without --target"
+            )
+        if dep in pending:
+            return f"waits for {dep}, which is pending"
+    return None
 
 
 def _is_plain_update(action: Action) -> bool:

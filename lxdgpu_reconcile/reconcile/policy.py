@@ -22,15 +22,14 @@ so that they name the policy and the way to release them.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
 
 from lxdgpu_reconcile.planning import plan as plans
 from lxdgpu_reconcile.planning.common import Frozen
 from lxdgpu_reconcile.spec import models
 
-#: Values of the action kinds that build or copy template images. ``policy_hold`` holds them back
-#: unless ``reconcile.allow_template_builds`` is true.
-TEMPLATE_KINDS = frozenset({"build", "copy"})
+#: The action kinds that build or copy template images. ``policy_hold`` holds them back unless
+#: ``reconcile.allow_template_builds`` is true.
+TEMPLATE_KINDS = frozenset({plans.ActionKind.BUILD, plans.ActionKind.COPY})
 
 
 class Decision(Frozen):
@@ -79,7 +78,7 @@ def policy_hold(action: plans.Action, decision: Decision) -> str | None:
     The hook for actions the planner's options do not cover: template builds and copies are
     held back unless ``allow_template_builds``.
     """
-    if action.kind.value in TEMPLATE_KINDS and not decision.allow_template_builds:
+    if action.kind in TEMPLATE_KINDS and not decision.allow_template_builds:
         return (
             "template builds are held back: reconcile.allow_template_builds is false in the "
             "fleet file (build now with `lxdgpu-reconcile apply`, or allow them there)"
@@ -101,7 +100,7 @@ def govern(plan: plans.Plan, decision: Decision) -> plans.Plan:
             held[action.id] = (_DELETES_HELD, plans.Hold.PRUNE)
     if not held:
         return plan
-    return hold_back(plan, held)
+    return plans.hold_back(plan, held)
 
 
 _DELETES_HELD = (
@@ -122,35 +121,3 @@ def _restart_words(decision: Decision) -> str:
         "needs a restart: reconcile.allow_restarts is never in the fleet file (restart now "
         "with `lxdgpu-reconcile apply --allow-restart`, or allow restarts there)"
     )
-
-
-def hold_back(plan: plans.Plan, held: Mapping[str, tuple[str, plans.Hold]]) -> plans.Plan:
-    """``plan`` with the actions in ``held`` pending for the given reasons, and every action that
-    depends on a pending one (on any host) pending too; the summary is counted again."""
-    pending = {a.id: (a.pending, a.hold) for a in plan.actions if a.pending is not None}
-    pending.update(held)
-    changed = True
-    while changed:
-        changed = False
-        for action in plan.actions:
-            if action.id in pending:
-                continue
-            waits = next((dep for dep in action.depends_on if dep in pending), None)
-            if waits is not None:
-                pending[action.id] = (f"waits for {waits}, which is pending", plans.Hold.DEPENDENCY)
-                changed = True
-    hosts = tuple(
-        host.model_copy(
-            update={
-                "actions": tuple(
-                    a.model_copy(update={"pending": pending[a.id][0], "hold": pending[a.id][1]})
-                    if a.id in pending and (a.pending, a.hold) != pending[a.id]
-                    else a
-                    for a in host.actions
-                )
-            }
-        )
-        for host in plan.hosts
-    )
-    governed = plan.model_copy(update={"hosts": hosts})
-    return governed.model_copy(update={"summary": plans.summarise(governed)})

@@ -185,3 +185,20 @@ def test_container_from_an_older_build_is_noted_never_rebuilt() -> None:
     plan = plan_of(host("h1", BASE, built()), host("h2", built(), instances={ann.name: ann}))
     assert any("ann-container runs an older build of template tools" in n for n in plan.notes)
     assert all(a.kind is not planning.ActionKind.DELETE for a in plan.actions)
+
+
+def test_a_copy_whose_build_host_is_outside_the_targets_waits_pending() -> None:
+    """With --target, the build on another host is not in the plan: the copy (and what waits
+    for it) is held back instead of depending on an action apply would never perform."""
+    snapshot = state.FleetSnapshot(hosts={"h1": host("h1", BASE), "h2": host("h2")})
+    for target in ("h2", "ann"):
+        plan = planning.make_plan(FLEET, snapshot, sites.REAL, targets=(target,))
+        assert [h.host for h in plan.hosts] == ["h2"]
+        copy, create, start = plan.actions
+        assert copy.depends_on == ("h1/template/tools/template-build",)
+        assert copy.hold is planning.Hold.DEPENDENCY
+        assert "h1 is outside --target" in (copy.pending or "")
+        assert [create.hold, start.hold] == [planning.Hold.DEPENDENCY] * 2
+        assert plan.summary.pending == 2 and plan.summary.create == 0
+    (build,) = planning.make_plan(FLEET, snapshot, sites.REAL, targets=("h1",)).actions
+    assert (build.kind, build.pending) == (planning.ActionKind.BUILD, None)
