@@ -21,7 +21,6 @@ any run of backticks they hold. Comments have a size limit (65536 characters on 
 from __future__ import annotations
 
 import html
-import json
 import re
 from collections.abc import Iterable, Iterator
 
@@ -41,7 +40,6 @@ _SYMBOLS = {
     plans.ActionKind.STOP: "!",
     plans.ActionKind.DELETE: "-",
 }
-_HASH_SHOWN = len("sha256:") + 12
 #: Table columns: heading, ``Summary`` field. Template images only when the plan has some.
 _COLUMNS = tuple(
     (name, name) for name in ("create", "update", "restart", "delete", "pending", "errors")
@@ -192,24 +190,14 @@ def _host_section(host: plans.HostPlan) -> str:
 
 
 def _diff_lines(host: plans.HostPlan) -> Iterator[str]:
-    steps: dict[str, list[plans.Action]] = {}
-    for action in host.actions:
-        if action.part_of is not None:
-            steps.setdefault(action.part_of, []).append(action)
-    for action in host.actions:
-        if action.part_of is None:
-            yield from _entry(action, steps.get(action.id, []))
+    for action, steps in plan_text.entries(host):
+        yield from _entry(action, steps)
 
 
-def _entry(action: plans.Action, helpers: list[plans.Action]) -> Iterator[str]:
+def _entry(action: plans.Action, steps: list[plans.Action]) -> Iterator[str]:
     symbol = "-/+" if action.restart else _SYMBOLS.get(action.kind, "+")
     header = f"{symbol} {action.object.kind.value} {action.object.name}"
-    words = _step_words(action, helpers)
-    source = getattr(action.body, "source_host", None)
-    if action.kind.value == "build":
-        words = f"build on {action.host}"
-    elif action.kind.value == "copy" and isinstance(source, str):
-        words = f"copy from {source}"
+    words = plan_text.entry_words(action, steps)
     if words:
         header += f" ({words})"
     yield _one_line(header)
@@ -221,38 +209,16 @@ def _entry(action: plans.Action, helpers: list[plans.Action]) -> Iterator[str]:
         yield _one_line(f"#   pending: {action.pending}")
 
 
-def _step_words(action: plans.Action, helpers: Iterable[plans.Action]) -> str:
-    before = [h.kind.value for h in helpers if h.id in action.depends_on]
-    after = [h.kind.value for h in helpers if h.id not in action.depends_on]
-    steps = [*before, action.kind.value, *after]
-    if len(steps) == 1:
-        return ""
-    if len(steps) == 2:
-        return f"{steps[0]}, then {steps[1]}"
-    return " -> ".join(steps)
-
-
 def _change_line(change: diff.FieldChange, *, timed: bool) -> str:
     timing = "  (at start)" if timed and change.at_start else ""
+    old, new = plan_text.value_text(change, change.old), plan_text.value_text(change, change.new)
     if change.old is None:
-        symbol, text = "+", _value(change, change.new)
+        symbol, text = "+", new
     elif change.new is None:
-        symbol, text = "-", _value(change, change.old)
+        symbol, text = "-", old
     else:
-        symbol = "!"
-        text = f"{_value(change, change.old)} -> {_value(change, change.new)}"
+        symbol, text = "!", f"{old} -> {new}"
     return _one_line(f"{symbol}     {change.dotted}: {text}{timing}")
-
-
-def _value(change: diff.FieldChange, value: diff.Value | None) -> str:
-    if isinstance(value, tuple):
-        return "[" + ", ".join(value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in sorted(value.items())) + "}"
-    text = value or ""
-    if text.startswith("sha256:") and len(text) > _HASH_SHOWN:
-        text = text[:_HASH_SHOWN] + "..."
-    return text if change.path == ("state",) else json.dumps(text)
 
 
 def _one_line(text: str) -> str:

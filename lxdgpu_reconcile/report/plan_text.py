@@ -92,26 +92,44 @@ def _host_lines(host: plan.HostPlan) -> Iterator[Text]:
         return
     heading = host.host if host.applyable else f"{host.host} (not applied: it has errors)"
     yield Text(heading + ":", style="bold")
+    for action, steps in entries(host):
+        yield from _entry(action, steps)
+    yield Text()
+
+
+def entries(host: plan.HostPlan) -> Iterator[tuple[plan.Action, list[plan.Action]]]:
+    """Each change of ``host`` that is not a step of another, with its steps (stop, start)."""
     steps: dict[str, list[plan.Action]] = {}
     for action in host.actions:
         if action.part_of is not None:
             steps.setdefault(action.part_of, []).append(action)
     for action in host.actions:
         if action.part_of is None:
-            yield from _entry(action, steps.get(action.id, []))
-    yield Text()
+            yield action, steps.get(action.id, [])
 
 
-def _entry(action: plan.Action, helpers: list[plan.Action]) -> Iterator[Text]:
+def entry_words(action: plan.Action, steps: Iterable[plan.Action]) -> str:
+    """What an entry does, in words: ``stop, then update``, ``build on HOST``; empty for one step."""
+    if isinstance(action.body, templating.BuildTemplateBody):
+        return f"build on {action.host}"
+    if isinstance(action.body, templating.CopyTemplateBody):
+        return f"copy from {action.body.source_host}"
+    before = [s.kind.value for s in steps if s.id in action.depends_on]
+    after = [s.kind.value for s in steps if s.id not in action.depends_on]
+    names = [*before, action.kind.value, *after]
+    if len(names) == 1:
+        return ""
+    if len(names) == 2:
+        return f"{names[0]}, then {names[1]}"
+    return " -> ".join(names)
+
+
+def _entry(action: plan.Action, steps: list[plan.Action]) -> Iterator[Text]:
     symbol, style = _RESTART if action.restart else _SYMBOLS[action.kind]
     header = Text.assemble(
         "  ", (symbol, f"bold {style}"), " ", f"{action.object.kind.value} {action.object.name}"
     )
-    words = _step_words(action, helpers)
-    if isinstance(action.body, templating.BuildTemplateBody):
-        words = f"build on {action.host}"
-    elif isinstance(action.body, templating.CopyTemplateBody):
-        words = f"copy from {action.body.source_host}"
+    words = entry_words(action, steps)
     if words:
         header.append(f" ({words})")
     yield header
@@ -123,45 +141,21 @@ def _entry(action: plan.Action, helpers: list[plan.Action]) -> Iterator[Text]:
         yield Text.assemble(("      pending: ", "bold yellow"), action.pending)
 
 
-def _step_words(action: plan.Action, helpers: Iterable[plan.Action]) -> str:
-    names = {
-        plan.ActionKind.CREATE: "create",
-        plan.ActionKind.UPDATE: "update",
-        plan.ActionKind.START: "start",
-        plan.ActionKind.STOP: "stop",
-        plan.ActionKind.DELETE: "delete",
-        plan.ActionKind.BUILD: "build",
-        plan.ActionKind.COPY: "copy",
-    }
-    before = [names[h.kind] for h in helpers if _before(h, action)]
-    after = [names[h.kind] for h in helpers if not _before(h, action)]
-    steps = [*before, names[action.kind], *after]
-    if len(steps) == 1:
-        return ""
-    if len(steps) == 2:
-        return f"{steps[0]}, then {steps[1]}"
-    return " -> ".join(steps)
-
-
-def _before(helper: plan.Action, action: plan.Action) -> bool:
-    """A helper step the action depends on runs before it (a stop); others after (a start)."""
-    return helper.id in action.depends_on
-
-
 def _change_line(change: diff.FieldChange, *, timed: bool) -> Text:
     key = change.dotted
     timing = "  (at start)" if timed and change.at_start else ""
     if change.old is None:
-        symbol, style, text = "+", "green", _value(change, change.new)
+        symbol, style, text = "+", "green", value_text(change, change.new)
     elif change.new is None:
-        symbol, style, text = "-", "red", _value(change, change.old)
+        symbol, style, text = "-", "red", value_text(change, change.old)
     else:
         symbol, style = "~", "yellow"
-        text = f"{_value(change, change.old)} -> {_value(change, change.new)}"
+        text = f"{value_text(change, change.old)} -> {value_text(change, change.new)}"
     return Text.assemble("      ", (symbol, style), f" {key}: {text}{timing}")
 
 
-def _value(change: diff.FieldChange, value: diff.Value | None) -> str:
+def value_text(change: diff.FieldChange, value: diff.Value | None) -> str:
+    """A field's value as shown in a plan: JSON strings, lists, maps; hashes shortened."""
     if isinstance(value, tuple):
         return "[" + ", ".join(value) + "]"
     if isinstance(value, dict):
