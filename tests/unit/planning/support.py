@@ -2,7 +2,8 @@
 
 ``simulate_apply`` performs a plan's non-pending actions on a snapshot the way LXD would (using
 the action bodies exactly as the executor must: ``request()``, ``create_request()`` and
-``put_request``), adds the keys LXD adds on its own (``volatile.*``, ``image.*``) and refuses what
+``put_request``; a template build or copy leaves an image of the body's recipe under the alias),
+adds the keys LXD adds on its own (``volatile.*``, ``image.*``) and refuses what
 LXD or the executor refuses: deleting a running or protected container or a profile in use, an
 action whose dependency has not run, a write to an object that is no longer what the plan saw
 (``Action.observed``) or that is untagged without ``Action.adopt``. Planning again on the result
@@ -22,8 +23,10 @@ from lxdgpu_reconcile import state
 from lxdgpu_reconcile.planning import desired as desiring
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
 from lxdgpu_reconcile.planning import plan as planning
+from lxdgpu_reconcile.planning import templates as templating
 from lxdgpu_reconcile.planning.common import ObjectKind
 from lxdgpu_reconcile.spec.models import Fleet
+from lxdgpu_reconcile.templates import recipe
 
 #: What every case starts from; a case's ``fleet`` is merged onto it key by key.
 BASE_FLEET: dict[str, Any] = {
@@ -212,17 +215,21 @@ class Refused(AssertionError):
 def simulate_apply(p: planning.Plan, snapshot: state.FleetSnapshot) -> state.FleetSnapshot:
     """``snapshot`` after the executor performed ``p``'s non-pending actions."""
     hosts = dict(snapshot.hosts)
+    done: set[str] = set()
     for host_plan in p.hosts:
         if not host_plan.applyable:
             continue
-        hosts[host_plan.host] = _apply_host(host_plan, hosts[host_plan.host])
+        hosts[host_plan.host] = _apply_host(host_plan, hosts[host_plan.host], done)
     return state.FleetSnapshot(hosts=hosts)
 
 
-def _apply_host(host_plan: planning.HostPlan, snap: state.HostSnapshot) -> state.HostSnapshot:
+def _apply_host(
+    host_plan: planning.HostPlan, snap: state.HostSnapshot, done: set[str]
+) -> state.HostSnapshot:
+    """``snap`` after ``host_plan``; ``done`` holds the ids performed so far on every host."""
     instances = dict(snap.instances)
     profiles = dict(snap.profiles)
-    done: set[str] = set()
+    images = list(snap.images)
     for action in host_plan.actions:
         if action.pending is not None:
             continue
@@ -233,11 +240,39 @@ def _apply_host(host_plan: planning.HostPlan, snap: state.HostSnapshot) -> state
             _check_unchanged(action, profiles, instances)
         if action.object.kind is ObjectKind.PROFILE:
             _apply_profile(action, profiles, instances)
+        elif action.object.kind is ObjectKind.TEMPLATE:
+            images = _apply_template(action, images)
         else:
             _apply_instance(action, instances, profiles)
         done.add(action.id)
     instances = {name: expanded(obs, profiles) for name, obs in instances.items()}
-    return snap.model_copy(update={"instances": instances, "profiles": profiles})
+    return snap.model_copy(
+        update={"instances": instances, "profiles": profiles, "images": tuple(images)}
+    )
+
+
+def _apply_template(action: planning.Action, images: list[state.ImageObs]) -> list[state.ImageObs]:
+    """A build or copy: a tagged image of the body's recipe, and the alias moved onto it."""
+    body = action.body
+    if isinstance(body, templating.BuildTemplateBody):
+        alias = body.spec.alias
+    elif isinstance(body, templating.CopyTemplateBody):
+        alias = body.alias
+    else:
+        raise Refused(f"{action.id}: {action.kind} of a template without its body")
+    image = state.ImageObs(
+        fingerprint="img-" + body.recipe_hash.removeprefix("sha256:"),
+        aliases=(alias,),
+        properties={
+            state.TAG_MANAGED: "true",
+            recipe.PROP_TEMPLATE: body.template,
+            recipe.PROP_RECIPE_HASH: body.recipe_hash,
+        },
+    )
+    moved = [
+        i.model_copy(update={"aliases": tuple(a for a in i.aliases if a != alias)}) for i in images
+    ]
+    return [*moved, image]
 
 
 def _check_unchanged(

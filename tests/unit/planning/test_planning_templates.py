@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from lxdgpu_reconcile import site as sites
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.planning import plan as planning
 from lxdgpu_reconcile.planning import templates as templating
 from lxdgpu_reconcile.spec.models import Fleet
 from lxdgpu_reconcile.templates import recipe
+from tests.unit.planning import support
 
 FLEET = Fleet.model_validate(
     {
@@ -202,3 +205,34 @@ def test_a_copy_whose_build_host_is_outside_the_targets_waits_pending() -> None:
         assert plan.summary.pending == 2 and plan.summary.create == 0
     (build,) = planning.make_plan(FLEET, snapshot, sites.REAL, targets=("h1",)).actions
     assert (build.kind, build.pending) == (planning.ActionKind.BUILD, None)
+
+
+LEFTOVER = state.InstanceObs(
+    name="lxdgpu-build-tools-abc123",
+    status="Running",
+    config=recipe.build_container_config("tools"),
+)
+
+
+@pytest.mark.parametrize(
+    ("h1", "h2"),
+    [
+        pytest.param(host("h1", BASE), host("h2"), id="alias-missing-everywhere"),
+        pytest.param(
+            host("h1", BASE, built(recipe_of="sha256:" + "0" * 64)),
+            host("h2", built(recipe_of="sha256:" + "0" * 64)),
+            id="recipe-changed",
+        ),
+        pytest.param(host("h1", BASE, built()), host("h2"), id="copy-only"),
+        pytest.param(
+            host("h1", BASE, instances={LEFTOVER.name: LEFTOVER}), host("h2"), id="leftover-build"
+        ),
+    ],
+)
+def test_applied_template_plan_leaves_nothing_to_do(
+    h1: state.HostSnapshot, h2: state.HostSnapshot
+) -> None:
+    made = plan_of(h1, h2)
+    assert made.actions and not made.all_errors
+    after = support.simulate_apply(made, state.FleetSnapshot(hosts={"h1": h1, "h2": h2}))
+    assert planning.make_plan(FLEET, after, sites.REAL).actions == ()
