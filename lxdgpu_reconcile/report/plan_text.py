@@ -109,7 +109,7 @@ def entries(host: plan.HostPlan) -> Iterator[tuple[plan.Action, list[plan.Action
 
 
 def entry_words(action: plan.Action, steps: Iterable[plan.Action]) -> str:
-    """What an entry does, in words: ``stop, then update``, ``build on HOST``; empty for one step."""
+    """What an entry does: ``stop, then update``, ``build on HOST``; empty for a lone step."""
     if isinstance(action.body, templating.BuildTemplateBody):
         return f"build on {action.host}"
     if isinstance(action.body, templating.CopyTemplateBody):
