@@ -14,26 +14,18 @@ from rich.text import Text
 from lxdgpu_reconcile.execute.results import ActionResult, ApplyReport, Event, Outcome
 from lxdgpu_reconcile.planning import plan as plans
 
-_MARKS = {
+#: The mark and style of each outcome, in progress lines and summaries.
+MARKS = {
     Outcome.DONE: ("✓", "green"),
     Outcome.FAILED: ("✗", "bold red"),
     Outcome.SKIPPED: ("-", "yellow"),
     Outcome.PENDING: ("…", "yellow"),
 }
-_VERBS = {
-    plans.ActionKind.CREATE: "create",
-    plans.ActionKind.UPDATE: "update",
-    plans.ActionKind.START: "start",
-    plans.ActionKind.STOP: "stop",
-    plans.ActionKind.DELETE: "delete",
-    plans.ActionKind.BUILD: "build",
-    plans.ActionKind.COPY: "copy",
-}
 
 
 def describe(action: plans.Action) -> str:
-    """``update instance tom-container``, ``restart-update ...`` for restarts."""
-    verb = _VERBS[action.kind]
+    """``update instance tom-container``; ``update (restart) ...`` for restarts."""
+    verb = action.kind.value
     if action.restart and action.kind is plans.ActionKind.UPDATE:
         verb = "update (restart)"
     return f"{verb} {action.object.kind.value} {action.object.name}"
@@ -60,7 +52,7 @@ def progress_printer(console: Console) -> Callable[[Event], None]:
 
 
 def result_line(action: plans.Action, result: ActionResult) -> Text:
-    mark, style = _MARKS[result.outcome]
+    mark, style = MARKS[result.outcome]
     line = Text.assemble(
         (f"{mark} ", style), (f"{action.host}: ", "bold"), describe(action), f" {result.outcome}"
     )

@@ -14,12 +14,6 @@ from lxdgpu_reconcile.planning import plan as plans
 from lxdgpu_reconcile.reconcile.outcome import Result, Run
 from lxdgpu_reconcile.report import apply_text
 
-_MARKS = {
-    Outcome.DONE: ("✓", "green"),
-    Outcome.FAILED: ("✗", "bold red"),
-    Outcome.SKIPPED: ("-", "yellow"),
-    Outcome.PENDING: ("…", "yellow"),
-}
 _VERDICTS = {
     Result.CONVERGED: "Converged: every host matches the fleet file",
     Result.CHANGED: "Changed: every change was applied",
@@ -83,7 +77,7 @@ def _host(host: plans.HostPlan, results: dict[str, ActionResult]) -> list[Text]:
 
 def _entry(action: plans.Action, result: ActionResult | None) -> Text:
     outcome = result.outcome if result is not None else Outcome.PENDING
-    mark, style = _MARKS[outcome]
+    mark, style = apply_text.MARKS[outcome]
     line = Text.assemble("  ", (f"{mark} ", style), apply_text.describe(action))
     if action.cause is not None:
         line.append(f" ({action.cause.value})", style="dim")
