@@ -70,6 +70,7 @@ from lxdgpu_reconcile.planning.common import (
     PowerState,
 )
 from lxdgpu_reconcile.spec import models
+from lxdgpu_reconcile.templates import recipe
 
 FORMAT_VERSION: Literal[1] = 1
 
@@ -887,7 +888,7 @@ class _HostPlanner:
         for name, obs in sorted(self.snap.instances.items()):
             if name in self.want.instances or not obs.managed:
                 continue
-            if obs.config.get(state.TAG_ROLE) == "build":
+            if recipe.is_build_container(obs.config):
                 continue  # a leftover build container: the template steps remove it
             user = obs.config.get(state.TAG_USER, "")
             scope = self.want.prune

@@ -157,15 +157,16 @@ def test_a_held_back_build_holds_back_the_copy_on_the_other_host() -> None:
     assert copy.pending is not None and "which is pending" in copy.pending
 
 
-def test_leftover_build_container_is_removed_not_pruned_as_a_user() -> None:
+@pytest.mark.parametrize("prune", [False, True])
+def test_leftover_build_container_is_removed_not_pruned_as_a_user(prune: bool) -> None:
     leftover = state.InstanceObs(
         name="lxdgpu-build-tools-abc123",
         status="Running",
         config=recipe.build_container_config("tools"),
     )
-    plan = plan_of(
-        host("h1", BASE, built(), instances={leftover.name: leftover}), host("h2", built())
-    )
+    h1 = host("h1", BASE, built(), instances={leftover.name: leftover})
+    snapshot = state.FleetSnapshot(hosts={"h1": h1, "h2": host("h2", built())})
+    plan = planning.make_plan(FLEET, snapshot, sites.REAL, prune=prune)
     assert kinds(plan, "h1") == [
         ("stop", leftover.name, None),
         ("delete", leftover.name, None),
