@@ -20,7 +20,8 @@ class Frozen(BaseModel):
 
 
 class ObjectKind(StrEnum):
-    """Kinds of LXD object a plan acts on. Later: ``image`` (template builds and copies)."""
+    """Kinds of object a plan acts on: LXD profiles and instances, and template images (built
+    or copied under the template's alias)."""
 
     PROFILE = "profile"
     INSTANCE = "instance"

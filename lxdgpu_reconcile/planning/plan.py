@@ -26,6 +26,9 @@ kind           object      how the executor performs it
 ``delete``     instance    ``DELETE /1.0/instances/NAME`` (a running one is stopped first by a
                            preceding ``stop`` action).
 ``delete``     profile     ``DELETE /1.0/profiles/NAME``.
+``build``      template    ``execute.templates.build_template`` with ``BuildTemplateBody`` (or
+                           the alias pointed back at an image already built from the recipe).
+``copy``       template    ``execute.templates.copy_image`` with ``CopyTemplateBody``.
 =============  ==========  ========================================================================
 
 Rules for the executor: perform actions in plan order (or in parallel where ``depends_on``
@@ -43,8 +46,11 @@ An update that LXD applies only at start, on a running container, is three actio
 of a container protected by ``security.protection.delete``, and never of LXD's ``default``
 profile.
 
-Order per host: profile writes, container creates, stops and updates, starts, then deletes
-(containers before the profiles they use). Hosts are independent of each other.
+Order per host: leftover build containers removed, template builds and copies, profile writes,
+container creates, stops and updates, starts, then deletes (containers before the profiles they
+use). Hosts are independent of each other but for a template copy, which depends on the build on
+the template's build host; ``hold_back`` holds back what waits for a pending action (or for one
+outside the plan) across hosts.
 """
 
 from __future__ import annotations
@@ -76,7 +82,7 @@ FORMAT_VERSION: Literal[1] = 1
 
 
 class ActionKind(StrEnum):
-    """What an action does. Later: building and copying templates, moving containers."""
+    """What an action does. Later: moving containers between hosts."""
 
     CREATE = "create"
     UPDATE = "update"
