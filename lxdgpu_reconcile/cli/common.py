@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.console import Console
 from lxdgpu_reconcile.site import Site
 from lxdgpu_reconcile.spec.loading import load_fleet
 from lxdgpu_reconcile.spec.models import Fleet
+
+if TYPE_CHECKING:
+    from lxdgpu_reconcile.planning.plan import Plan
 
 #: Results go to standard output; problems, progress and prompts to standard error.
 out = Console(highlight=False, soft_wrap=True)
@@ -120,3 +123,39 @@ def read_template_files(fleet: Fleet, fleet_path: Path) -> dict[str, dict[str, b
     except TemplateFileError as exc:
         err_console.print(f"{exc.message}\n  what to do: {exc.hint}", markup=False, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+def show_plan(p: Plan, *, if_errors: str) -> None:
+    """Print ``p`` before it is applied; exit when there is nothing to apply.
+
+    Plan-wide errors stop everything (exit 1, saying ``if_errors``); with nothing runnable the
+    exit status is 1 when some host has errors, else 0.
+    """
+    from lxdgpu_reconcile.report import plan_text
+
+    out.print(plan_text.render(p))
+    if p.errors:
+        err_console.print(f"Nothing applied: {if_errors}", markup=False, soft_wrap=True)
+        raise typer.Exit(1)
+    if not any(a.pending is None for a in p.actions):
+        raise typer.Exit(1 if p.all_errors else 0)
+
+
+def perform(p: Plan, fleet: Fleet, fleet_path: Path, *, timeout: float) -> NoReturn:
+    """Apply ``p`` with progress on standard error, print the outcome, exit 0 or 1."""
+    from rich.text import Text
+
+    from lxdgpu_reconcile.execute import executor
+    from lxdgpu_reconcile.report import apply_text
+
+    report = executor.apply_plan(
+        p,
+        fleet,
+        timeout=timeout,
+        progress=apply_text.progress_printer(err_console),
+        template_files=read_template_files(fleet, fleet_path),
+    )
+    out.print(Text())
+    for line in apply_text.lines(p, report):
+        out.print(line)
+    raise typer.Exit(0 if report.ok and not p.all_errors else 1)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
-from rich.text import Text
 
 from lxdgpu_reconcile.cli import saved as saved_plans
 from lxdgpu_reconcile.cli.app import app
@@ -24,13 +23,14 @@ from lxdgpu_reconcile.cli.common import (
     err_console,
     fleet_for_hosts,
     out,
+    perform,
     read_template_files,
+    show_plan,
 )
 from lxdgpu_reconcile.cli.locking import LockFileOpt, LockWaitOpt, held
-from lxdgpu_reconcile.execute import executor
 from lxdgpu_reconcile.observe.reading import observe_fleet
 from lxdgpu_reconcile.planning import plan as plans
-from lxdgpu_reconcile.report import apply_text, plan_json, plan_markdown, plan_text
+from lxdgpu_reconcile.report import plan_json, plan_markdown, plan_text
 from lxdgpu_reconcile.spec.models import Fleet
 from lxdgpu_reconcile.state import FleetSnapshot
 
@@ -259,7 +259,7 @@ def _apply_fresh(
     adopt: list[str] | None,
     allow_restart: bool,
     timeout: float,
-) -> None:
+) -> NoReturn:
     spec, _snapshot, p = _make_plan(
         fleet,
         lab,
@@ -269,13 +269,7 @@ def _apply_fresh(
         allow_restart=allow_restart,
         timeout=min(timeout, 30.0),
     )
-    out.print(plan_text.render(p))
-    if p.errors:
-        err_console.print("Nothing applied: fix the errors above, then apply again.")
-        raise typer.Exit(1)
-    runnable = [a for a in p.actions if a.pending is None]
-    if not runnable:
-        raise typer.Exit(1 if p.all_errors else 0)
+    show_plan(p, if_errors="fix the errors above, then apply again.")
     if not yes:
         if not sys.stdin.isatty():
             err_console.print("Not applied: no terminal to ask on; run with --yes to apply.")
@@ -283,14 +277,4 @@ def _apply_fresh(
         if not typer.confirm("Apply these changes?", default=False, err=True):
             err_console.print("Not applied.")
             raise typer.Exit(1)
-    report = executor.apply_plan(
-        p,
-        spec,
-        timeout=timeout,
-        progress=apply_text.progress_printer(err_console),
-        template_files=read_template_files(spec, fleet),
-    )
-    out.print(Text())
-    for line in apply_text.lines(p, report):
-        out.print(line)
-    raise typer.Exit(0 if report.ok and not p.all_errors else 1)
+    perform(p, spec, fleet, timeout=timeout)

@@ -14,17 +14,15 @@ from pathlib import Path
 from typing import NoReturn
 
 import typer
-from rich.text import Text
 
 from lxdgpu_reconcile import __version__
-from lxdgpu_reconcile.cli.common import err_console, fleet_for_hosts, out, read_template_files
+from lxdgpu_reconcile.cli.common import err_console, fleet_for_hosts, perform, show_plan
 from lxdgpu_reconcile.cli.locking import held
-from lxdgpu_reconcile.execute import executor
 from lxdgpu_reconcile.observe.reading import observe_fleet
 from lxdgpu_reconcile.planning import plan as plans
 from lxdgpu_reconcile.planning import saved as saving
 from lxdgpu_reconcile.reconcile import files
-from lxdgpu_reconcile.report import apply_text, plan_text, saved_text
+from lxdgpu_reconcile.report import saved_text
 from lxdgpu_reconcile.state import FleetSnapshot
 
 
@@ -119,24 +117,8 @@ def apply_saved(
         stale = saving.check(saved, snapshot, fleet_sha256=digest, tool_version=__version__)
         if stale:
             _stale(stale, plan_file, replan)
-        p = saved.plan
-        out.print(plan_text.render(p))
-        if p.errors:
-            err_console.print("Nothing applied: the plan has errors; fix them and plan again.")
-            raise typer.Exit(1)
-        if not any(a.pending is None for a in p.actions):
-            raise typer.Exit(1 if p.all_errors else 0)
-        report = executor.apply_plan(
-            p,
-            spec,
-            timeout=timeout,
-            progress=apply_text.progress_printer(err_console),
-            template_files=read_template_files(spec, fleet_path),
-        )
-        out.print(Text())
-        for line in apply_text.lines(p, report):
-            out.print(line)
-        raise typer.Exit(0 if report.ok and not p.all_errors else 1)
+        show_plan(saved.plan, if_errors="the plan has errors; fix them and plan again.")
+        perform(saved.plan, spec, fleet_path, timeout=timeout)
 
 
 def _stale(stale: tuple[saving.Stale, ...], plan_file: Path, replan: str) -> NoReturn:
