@@ -47,8 +47,10 @@ def status(
         typer.Option(help="Seconds each host gets to answer.", min=0.1),
     ] = 30.0,
 ) -> None:
-    """Show every host (reachable or not, LXD version, CPUs, GPUs) and every container (user,
-    state, IPv4/IPv6 addresses, profiles, CPU limit, image, managed or not).
+    """Show every host and every container of the fleet, read live. Changes nothing.
+
+    Hosts: reachable or not, LXD version, CPUs, GPUs. Containers: user, state, IPv4/IPv6
+    addresses, profiles, CPU limit, image, managed or not.
 
     Exits 1 when a host could not be read; the other hosts are still shown.
 

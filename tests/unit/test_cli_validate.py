@@ -115,10 +115,16 @@ def _command_paths(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, 
 def test_every_command_help_has_a_purpose_and_an_example() -> None:
     paths = _command_paths(typer.main.get_command(app))
     assert {("validate",), ("plan",), ("apply",), ("status",), ("lab", "up")} <= set(paths)
+    root = typer.main.get_command(app)
     for path in paths:
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, path
         assert "Example:" in result.output, path
+        command: Any = root
+        for name in path:
+            command = command.commands[name]
+        purpose = (command.help or "").strip().split("\n\n")[0]
+        assert purpose and "\n" not in purpose and len(purpose) <= 100, (path, purpose)
 
 
 def test_python_dash_m_runs_the_cli() -> None:
