@@ -51,6 +51,14 @@ def lines_to_add(text: str, ids: Iterable[int]) -> tuple[str, ...]:
     return tuple(lines)
 
 
+def serves(line: str, ids: Iterable[int]) -> bool:
+    """Whether a delegation ``line`` gives root a base range or one of ``ids``."""
+    ranges = root_ranges(line)
+    return any(count >= MIN_BASE_RANGE for _, count in ranges) or any(
+        _covered(ranges, ident) for ident in ids
+    )
+
+
 def without_lines(text: str, lines: Iterable[str]) -> str:
     """``text`` with one occurrence of each of ``lines`` removed, everything else kept."""
     kept = text.splitlines()

@@ -3,7 +3,9 @@
 Does I/O throughout: installs packages, starts LXD daemons, creates veths, edits
 ``/etc/subuid`` and ``/etc/subgid``, writes under the lab directory. Every step is recorded in
 ``<lab>/lab.json`` as soon as it is done, so ``lab up`` can be re-run and ``lab down`` removes
-exactly what the lab made, even after an interrupted ``lab up``.
+exactly what the lab made, even after an interrupted ``lab up``. Veths and delegation lines are
+shared with the other labs on the machine and counted in ``lab.shared``'s registry: the last lab
+that uses one removes it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lxdgpu_reconcile.lab import daemon, idmap, netdev
+from lxdgpu_reconcile.lab import daemon, idmap, netdev, shared
 from lxdgpu_reconcile.lab.certs import ensure_client_cert, write_lxc_config
 from lxdgpu_reconcile.lab.errors import LabError
 from lxdgpu_reconcile.lab.image import build_image, import_image
@@ -26,6 +28,7 @@ from lxdgpu_reconcile.lab.state import (
     STATE_FILE,
     HostLab,
     LabState,
+    Veth,
     load_lab,
     save_lab,
     state_path,
@@ -88,7 +91,7 @@ def lab_down(lab_dir: Path, *, progress: Progress | None = None) -> bool:
             }
         )
         save_lab(state)
-        state = _undo_machine_changes(state, say)
+        state = _release_machine_changes(state, say)
         unmount_under(lab_dir)
         for entry in MADE:
             _remove(lab_dir / entry)
@@ -171,42 +174,86 @@ def _load_or_new(lab_dir: Path) -> LabState:
 
 
 def _ensure_veths(state: LabState, needs: LabNeeds, say: Progress) -> LabState:
-    ours = {v.name for v in state.veths}
-    for parent in needs.nic_parents:
-        if parent in ours or netdev.exists(parent):
-            continue
-        say(f"creating veth {parent} as a macvlan parent")
-        veth = netdev.create_veth(parent)
-        if veth is not None:
-            state = state.model_copy(update={"veths": (*state.veths, veth)})
-            save_lab(state)
+    """A veth for each NIC parent that is missing; this lab counted as a user of each veth that
+    a lab made. An interface that existed before any lab is used as it is."""
+    recorded = {v.name: v for v in state.veths}
+    with shared.open_registry() as registry:
+        for parent in needs.nic_parents:
+            known = registry.get(shared.veth_key(parent))
+            peer = known.peer if known else recorded[parent].peer if parent in recorded else None
+            if peer is None and netdev.exists(parent):
+                continue
+            if not netdev.exists(parent):
+                say(f"creating veth {parent} as a macvlan parent")
+                made = netdev.create_veth(parent)
+                if made is None:
+                    continue
+                peer = made.peer
+            elif parent not in recorded:
+                say(f"using veth {parent}, which another lab made")
+            registry.claim(shared.veth(parent, peer or ""), state.dir)
+            if parent not in recorded:
+                veth = Veth(name=parent, peer=peer or "")
+                state = state.model_copy(update={"veths": (*state.veths, veth)})
+                save_lab(state)
     return state
 
 
 def _ensure_idmap(state: LabState, needs: LabNeeds, say: Progress) -> tuple[LabState, bool]:
-    uid_lines = idmap.add_lines(idmap.SUBUID, needs.uids)
-    state = state.model_copy(update={"subuid_lines": (*state.subuid_lines, *uid_lines)})
-    save_lab(state)
-    gid_lines = idmap.add_lines(idmap.SUBGID, needs.gids)
-    state = state.model_copy(update={"subgid_lines": (*state.subgid_lines, *gid_lines)})
-    save_lab(state)
-    for path, lines in ((idmap.SUBUID, uid_lines), (idmap.SUBGID, gid_lines)):
-        if lines:
-            say(f"added to {path}: {', '.join(lines)}")
-    return state, bool(uid_lines or gid_lines)
+    """Delegate to root the ids the fleet maps; this lab counted as a user of every delegation
+    line a lab added that serves it. True when the lab uses lines its daemons may not have
+    read yet."""
+    grew = False
+    with shared.open_registry() as registry:
+        for path, ids, field in (
+            (idmap.SUBUID, needs.uids, "subuid_lines"),
+            (idmap.SUBGID, needs.gids, "subgid_lines"),
+        ):
+            recorded: tuple[str, ...] = getattr(state, field)
+            added = idmap.add_lines(path, ids)
+            if added:
+                say(f"added to {path}: {', '.join(added)}")
+            reused = tuple(
+                r.name
+                for r in registry.of_kind("subid", path)
+                if r.name not in added and idmap.serves(r.name, ids)
+            )
+            new = tuple(line for line in (*added, *reused) if line not in recorded)
+            if set(new) - set(added):
+                lines = ", ".join(line for line in new if line not in added)
+                say(f"using in {path}, added by another lab: {lines}")
+            for line in (*recorded, *new):
+                registry.claim(shared.subid_line(path, line), state.dir)
+            state = state.model_copy(update={field: (*recorded, *new)})
+            save_lab(state)
+            grew = grew or bool(new)
+    return state, grew
 
 
-def _undo_machine_changes(state: LabState, say: Progress) -> LabState:
-    for veth in state.veths:
-        say(f"deleting veth {veth.name}")
-        netdev.delete_veth(veth)
-    state = state.model_copy(update={"veths": ()})
-    save_lab(state)
-    for path, lines in ((idmap.SUBUID, state.subuid_lines), (idmap.SUBGID, state.subgid_lines)):
-        if lines:
-            say(f"removing from {path}: {', '.join(lines)}")
-            idmap.remove_lines(path, lines)
-    state = state.model_copy(update={"subuid_lines": (), "subgid_lines": ()})
+def _release_machine_changes(state: LabState, say: Progress) -> LabState:
+    """Remove the veths and delegation lines this lab used that no other lab still uses."""
+    lab = state.dir
+    with shared.open_registry() as registry:
+        # What the lab recorded counts even when the registry lost it (removed by hand).
+        for recorded in state.veths:
+            registry.claim(shared.veth(recorded.name, recorded.peer), lab)
+        for path, lines in ((idmap.SUBUID, state.subuid_lines), (idmap.SUBGID, state.subgid_lines)):
+            for line in lines:
+                registry.claim(shared.subid_line(path, line), lab)
+        release = registry.release(lab, alive=shared.lab_alive)
+        for resource, users in release.keep:
+            say(f"leaving {resource} for {shared.users_text(users)}")
+        removed_lines: dict[str, list[str]] = {}
+        for resource in release.remove:
+            if resource.kind == "veth":
+                say(f"deleting veth {resource.name}")
+                netdev.delete_veth(Veth(name=resource.name, peer=resource.peer))
+            else:
+                removed_lines.setdefault(resource.file, []).append(resource.name)
+        for file, gone in sorted(removed_lines.items()):
+            say(f"removing from {file}: {', '.join(gone)}")
+            idmap.remove_lines(Path(file), gone)
+    state = state.model_copy(update={"veths": (), "subuid_lines": (), "subgid_lines": ()})
     save_lab(state)
     return state
 

@@ -64,6 +64,8 @@ class LabState(Frozen):
     #: The directory that stands in for ``/`` for host paths (disk sources, CUDA trees, homes).
     host_root: str
     hosts: dict[str, HostLab] = Field(default_factory=dict)
+    #: Veths and subuid/subgid lines made by this lab or another one, that this lab uses; each
+    #: is counted in the machine's registry (``lab.shared``) and removed by the last lab down.
     veths: tuple[Veth, ...] = ()
     subuid_lines: tuple[str, ...] = ()
     subgid_lines: tuple[str, ...] = ()

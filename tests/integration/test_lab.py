@@ -15,9 +15,10 @@ import pytest
 import requests
 import yaml
 
-from lxdgpu_reconcile.lab import lab_up, load_lab
+from lxdgpu_reconcile.lab import lab_up, load_lab, shared
 from lxdgpu_reconcile.lab.idmap import SUBGID, SUBUID
 from lxdgpu_reconcile.lab.netdev import exists as link_exists
+from lxdgpu_reconcile.lab.netdev import peer_name
 from lxdgpu_reconcile.lab.system import is_lxd_of, pid_gone
 from tests.integration.conftest import LabHandle
 
@@ -203,3 +204,89 @@ def test_down_leaves_no_daemon_veth_or_delegation(
     assert _count(SUBUID, state.subuid_lines) == 0
     assert _count(SUBGID, state.subgid_lines) == 0
     assert not handle.dir.exists()
+
+
+SHARED_FLEET = """
+version: 1
+hosts:
+  {host}:
+    endpoint: https://192.0.2.31:8443
+    client_cert: certs/client.crt
+    client_key: certs/client.key
+    server_cert: certs/{host}.crt
+image_servers:
+  imgs: {{url: "https://images.example.net/"}}
+profiles:
+  default:
+    devices:
+      eth0: {{type: nic, nictype: macvlan, parent: eno1, name: eth0}}
+      eth1: {{type: nic, nictype: macvlan, parent: lxshare0, name: eth1}}
+      root: {{type: disk, path: /, pool: default}}
+templates:
+  t: {{alias: share-template, base: "imgs:busybox", build_host: {host}}}
+users:
+  {user}: {{host: {host}, template: t, uid: 2911, gid: 2912}}
+"""
+
+
+def _lab_down(lab_dir: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "lxdgpu_reconcile", "lab", "down", "--dir", str(lab_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+def _users_in_registry(*labs: Path) -> list[str]:
+    with shared.open_registry() as registry:
+        return [
+            key
+            for key, entry in registry.entries.items()
+            if {str(lab) for lab in labs} & set(entry.users)
+        ]
+
+
+def test_two_labs_share_a_nic_parent_and_an_id_until_the_last_goes_down(
+    lab_factory: Callable[[str], LabHandle],
+) -> None:
+    # eno1 may already be there (the session's lab uses it); lxshare0 and uid 2911 are this
+    # test's alone, so their whole life is checked.
+    eno1_before = link_exists("eno1")
+    assert not link_exists("lxshare0"), "a previous run left lxshare0 behind"
+    assert _count(SUBUID, ("root:2911:1",)) == 0, "a previous run left root:2911:1 behind"
+    one = lab_factory(SHARED_FLEET.format(host="sha1", user="ann"))
+    two = lab_factory(SHARED_FLEET.format(host="sha2", user="bob"))
+    assert "lxshare0" in [v.name for v in one.state.veths]
+    assert {"eno1", "lxshare0"} <= {v.name for v in two.state.veths}
+    for handle in (one, two):
+        assert "root:2911:1" in handle.state.subuid_lines
+        assert "root:2912:1" in handle.state.subgid_lines
+    assert _count(SUBUID, ("root:2911:1",)) == 1
+
+    said = _lab_down(one.dir)
+
+    assert f"leaving veth lxshare0 for the lab in {two.dir}" in said
+    assert f"leaving root:2911:1 in {SUBUID} for the lab in {two.dir}" in said
+    assert link_exists("lxshare0") and _count(SUBUID, ("root:2911:1",)) == 1
+    name = f"labt-{uuid.uuid4().hex[:6]}"
+    two.lxc("sha2", "init", "share-template", name, "-c", "raw.idmap=uid 2911 1000\ngid 2912 1000")
+    for nic, parent in (("eth0", "eno1"), ("eth1", "lxshare0")):
+        two.lxc("sha2", "config", "device", "add", name, nic, "nic", "nictype=macvlan",
+                f"parent={parent}", f"name={nic}")  # fmt: skip
+    two.lxc("sha2", "start", name)
+    state = two.lxc("sha2", "list", name, "--format", "csv", "-c", "s").stdout
+    assert state.strip() == "RUNNING"
+
+    said = _lab_down(two.dir)
+
+    assert "deleting veth lxshare0" in said and "root:2911:1" in said
+    assert not link_exists("lxshare0") and not link_exists(peer_name("lxshare0"))
+    assert link_exists("eno1") is eno1_before
+    assert _count(SUBUID, ("root:2911:1",)) == 0
+    assert _count(SUBGID, ("root:2912:1",)) == 0
+    assert _users_in_registry(one.dir, two.dir) == []
+    assert not one.dir.exists() and not two.dir.exists()
