@@ -49,11 +49,16 @@ def load_valid_fleet(fleet_path: Path, *, certs: bool) -> Fleet:
     """The fleet in ``fleet_path``; on any error prints every problem and what to do, exits 1.
 
     ``certs``: missing certificate files of https hosts are errors too (for commands that
-    connect to the real hosts; a validate only warns about them).
+    connect to the real hosts; a validate only warns about them). Other warnings are printed on
+    standard error and the fleet is returned.
     """
     result = load_fleet(fleet_path)
     errors = result.errors + (result.missing_certs if certs else ())
     if not errors and result.fleet is not None:
+        missing_certs = {(p.line, p.col, p.path) for p in result.missing_certs}
+        for warning in result.warnings:
+            if (warning.line, warning.col, warning.path) not in missing_certs:
+                err_console.print(str(warning), markup=False, soft_wrap=True)
         return result.fleet
     for problem in sorted(errors):
         err_console.print(str(problem), markup=False, soft_wrap=True)

@@ -137,3 +137,27 @@ def test_python_dash_m_runs_the_cli() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "valid (" in result.stdout
+
+
+def test_commands_that_use_a_fleet_show_its_warnings_on_stderr(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        "version: 1\n"
+        "hosts:\n"
+        "  server01:\n"
+        "    endpoint: https://192.0.2.1:8443\n"
+        "    client_cert: a.crt\n"
+        "    client_key: a.key\n"
+        "    server_cert: s.crt\n"
+        "profiles:\n"
+        "  root:\n"
+        "    allow_unsafe: true\n"
+        "    config: {security.privileged: 'true'}\n"
+    )
+    lab = tmp_path / "lab"
+    result = runner.invoke(app, ["plan", "-f", str(fleet), "--lab", str(lab)])
+    assert result.exit_code == 1  # no lab there: stops after loading
+    privileged = f"{fleet}:11:35: profiles.root.config.security.privileged: warning:"
+    assert privileged in result.stderr
+    assert "does not exist" not in result.stderr  # the lab brings its own certificates
+    assert result.stdout == ""
