@@ -13,6 +13,7 @@ import typer
 
 from lxdgpu_reconcile.cli.app import app
 from lxdgpu_reconcile.cli.common import FleetOpt, LabOpt, err_console, fleet_for_hosts, out
+from lxdgpu_reconcile.cli.locking import LockFileOpt, LockWaitOpt, held
 from lxdgpu_reconcile.execute import templates as executing
 from lxdgpu_reconcile.execute.lxdops import DEFAULT_TIMEOUT
 from lxdgpu_reconcile.templates.workflow import BuildError, Outcome, build_and_distribute
@@ -43,6 +44,8 @@ def build(
     step_timeout: Annotated[
         float, typer.Option(help="Seconds each build step may run.", min=1)
     ] = executing.DEFAULT_STEP_TIMEOUT,
+    lock_file: LockFileOpt = None,
+    lock_wait: LockWaitOpt = 60.0,
 ) -> None:
     """Build TEMPLATE now on its build host and copy the image to the hosts that use it.
 
@@ -58,31 +61,35 @@ def build(
 
     User containers are never rebuilt: new containers use the new image.
 
+    It holds the same lock as apply and reconcile, which would otherwise take a running build
+    container for one an interrupted build left behind.
+
     Example: [bold]lxdgpu-reconcile build desktop -f fleet.yaml[/bold]
 
     Example: [bold]lxdgpu-reconcile build desktop -f fleet.yaml --force --no-distribute[/bold]
     """
     spec, _site = fleet_for_hosts(fleet, lab)
-    try:
-        outcome = build_and_distribute(
-            spec,
-            template,
-            base_dir=fleet.parent,
-            force=force,
-            distribute=not no_distribute,
-            timeout=timeout,
-            step_timeout=step_timeout,
-            progress=show_progress,
-        )
-    except BuildError as exc:
-        _fail(exc)
-    except KeyboardInterrupt:
-        err_console.print(
-            "interrupted: the build container was deleted and the template's alias is "
-            "unchanged; run the build again when ready",
-            markup=False,
-        )
-        raise typer.Exit(130) from None
+    with held(lock_file, lock_wait, "build", required=False):
+        try:
+            outcome = build_and_distribute(
+                spec,
+                template,
+                base_dir=fleet.parent,
+                force=force,
+                distribute=not no_distribute,
+                timeout=timeout,
+                step_timeout=step_timeout,
+                progress=show_progress,
+            )
+        except BuildError as exc:
+            _fail(exc)
+        except KeyboardInterrupt:
+            err_console.print(
+                "interrupted: the build container was deleted and the template's alias is "
+                "unchanged; run the build again when ready",
+                markup=False,
+            )
+            raise typer.Exit(130) from None
     _report(outcome)
     if not outcome.ok:
         raise typer.Exit(1)
