@@ -29,10 +29,7 @@ from lxdgpu_reconcile.cli.common import (
     read_template_files,
 )
 from lxdgpu_reconcile.cli.locking import LockFileOpt, LockWaitOpt
-from lxdgpu_reconcile.execute import executor
-from lxdgpu_reconcile.execute.results import ApplyReport
-from lxdgpu_reconcile.observe.reading import observe_fleet
-from lxdgpu_reconcile.planning import plan as plans
+from lxdgpu_reconcile.reconcile import cycle as cycles
 from lxdgpu_reconcile.reconcile import files
 from lxdgpu_reconcile.reconcile import lock as locks
 from lxdgpu_reconcile.reconcile import policy as policies
@@ -146,35 +143,24 @@ def _run(
             fleet_sha256=digest,
         )
     decision = policies.decide(spec.reconcile, datetime.datetime.now().astimezone().time())
-    snapshot = observe_fleet(spec, timeout=min(timeout, 30.0))
-    plan = plans.make_plan(
+    progress = apply_text.progress_printer(err_console)
+    cycle = cycles.run_cycle(
         spec,
-        snapshot,
         site,
-        prune=decision.prune,
-        allow_restart=decision.allow_restart,
+        decision,
         template_files=template_files,
+        timeout=timeout,
+        progress=progress if show_progress and sys.stderr.isatty() else None,
     )
-    plan = policies.govern(plan, decision)
-    report = ApplyReport()
-    if not plan.errors and any(a.pending is None for a in plan.actions):
-        progress = apply_text.progress_printer(err_console)
-        report = executor.apply_plan(
-            plan,
-            spec,
-            timeout=timeout,
-            progress=progress if show_progress and sys.stderr.isatty() else None,
-            template_files=template_files,
-        )
     return Run.model_validate(
         {
             **base,
             "finished": datetime.datetime.now(datetime.UTC),
             "fleet_sha256": digest,
-            "result": result_of(plan, report),
+            "result": result_of(cycle.plan, cycle.report),
             "decision": decision,
-            "plan": plan,
-            "report": report,
+            "plan": cycle.plan,
+            "report": cycle.report,
         }
     )
 
