@@ -2,19 +2,24 @@
 
 Does I/O (through ``lxdops``). Apply executes the plan and nothing else: it never plans. Hosts run
 in parallel, one thread and one client per host; each host's actions run in plan order. An action
-runs only when everything it depends on succeeded; pending actions are reported, never performed.
+runs only when everything it depends on succeeded; pending actions, and every action of a host
+the plan marks not applyable, are reported, never performed. An action whose dependencies can
+never finish (waiting on each other) is skipped before anything runs, and one on an action that
+is not in the plan is skipped, so no host waits forever.
 
 Before an update or a delete the object is read again. If it no longer is what the plan saw (its
 fingerprint, ``planning.fingerprint``, differs) or has lost its ownership tag, nothing is
-written and the action fails with the reason. The write itself carries the ETag of that read
-(``If-Match``), so a change made by someone else in between is refused by LXD, not overwritten.
+written and the action fails with the reason. The stop that precedes an update or a delete makes
+the same check first, so a container that changed is not stopped for a write that is refused.
+The write itself carries the ETag of that read (``If-Match``), so a change made by someone else
+in between is refused by LXD, not overwritten.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,7 +37,6 @@ from lxdgpu_reconcile.spec.models import Fleet
 from lxdgpu_reconcile.templates import recipe
 
 Progress = Callable[[Event], None]
-Connect = Callable[[str], Any]
 
 
 def apply_plan(
@@ -41,7 +45,6 @@ def apply_plan(
     *,
     timeout: float = lxdops.DEFAULT_TIMEOUT,
     progress: Progress | None = None,
-    connect: Connect | None = None,
     template_files: Mapping[str, Mapping[str, bytes]] | None = None,
 ) -> ApplyReport:
     """Perform ``plan`` on the hosts of ``fleet``; ``timeout`` bounds each LXD operation.
@@ -50,19 +53,21 @@ def apply_plan(
     fleet's folder); a build checks them against the recipe hash the plan was made with.
     """
 
-    def open_client(host: str) -> Any:
-        return connecting.connect(host, fleet.hosts[host], timeout=timeout)
-
+    hosts = [host for host in plan.hosts if host.actions]
+    if not hosts:
+        return ApplyReport()
     run = _Run(
         fleet=fleet,
-        opener=connect or open_client,
+        actions={action.id: action for host in hosts for action in host.actions},
         timeout=timeout,
         notify=progress or (lambda event: None),
         template_files=template_files or {},
     )
-    hosts = [host for host in plan.hosts if host.actions]
-    if not hosts:
-        return ApplyReport()
+    for action_id in _never_ready(hosts):
+        message = "not run: it waits, through its dependencies, on itself; plan again"
+        run.publish(
+            run.actions[action_id], _result(run.actions[action_id], Outcome.SKIPPED, message)
+        )
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
         futures = [pool.submit(run.host, h) for h in hosts]
         for future in futures:
@@ -79,13 +84,13 @@ class _Run:
         self,
         *,
         fleet: Fleet,
-        opener: Connect,
+        actions: Mapping[str, plans.Action],
         timeout: float,
         notify: Progress,
         template_files: Mapping[str, Mapping[str, bytes]],
     ) -> None:
         self.fleet = fleet
-        self.opener = opener
+        self.actions = actions
         self.timeout = timeout
         self.notify = notify
         self.template_files = template_files
@@ -99,7 +104,10 @@ class _Run:
         self.notify(Event(action, result))
 
     def outcome_of(self, action_id: str) -> Outcome:
-        """The outcome of ``action_id``, waiting for it when it runs on another host."""
+        """The outcome of ``action_id``, waiting for it when it runs on another host (never for one
+        that is not in the plan, or that ``_never_ready`` skipped)."""
+        if action_id not in self.actions:
+            return Outcome.SKIPPED
         with self._published:
             self._published.wait_for(lambda: action_id in self.results)
             return self.results[action_id].outcome
@@ -117,28 +125,36 @@ class _Run:
 
     def _host(self, host: plans.HostPlan) -> None:
         client: Any = None
-        for action in host.actions:
-            if action.pending is not None:
-                self.publish(action, _result(action, Outcome.PENDING, action.pending))
-                continue
-            blocked = [d for d in action.depends_on if self.outcome_of(d) is not Outcome.DONE]
-            if blocked:
-                message = f"not run: {blocked[0]} did not succeed"
-                self.publish(action, _result(action, Outcome.SKIPPED, message))
-                continue
-            self.notify(Event(action))
-            started = time.monotonic()
-            try:
-                if client is None:
-                    client = self.opener(host.host)
-                message = self.perform(client, action)
-                outcome, hint = Outcome.DONE, ""
-            except lxdops.LxdError as exc:
-                outcome, message, hint = Outcome.FAILED, exc.message, exc.hint
-            except connecting.HostConnectError as exc:
-                outcome, message, hint = Outcome.FAILED, exc.message, exc.hint
-            seconds = time.monotonic() - started
-            self.publish(action, _result(action, outcome, message, hint=hint, seconds=seconds))
+        try:
+            for action in host.actions:
+                if action.id in self.results:
+                    continue
+                if action.pending is not None or not host.applyable:
+                    reason = action.pending or "held back: the plan has errors for this host"
+                    self.publish(action, _result(action, Outcome.PENDING, reason))
+                    continue
+                blocked = [d for d in action.depends_on if self.outcome_of(d) is not Outcome.DONE]
+                if blocked:
+                    message = f"not run: {blocked[0]} did not succeed"
+                    self.publish(action, _result(action, Outcome.SKIPPED, message))
+                    continue
+                self.notify(Event(action))
+                started = time.monotonic()
+                try:
+                    if client is None:
+                        client = self.open(host.host)
+                    message = self.perform(client, action)
+                    outcome, hint = Outcome.DONE, ""
+                except (lxdops.LxdError, connecting.HostConnectError) as exc:
+                    outcome, message, hint = Outcome.FAILED, exc.message, exc.hint
+                seconds = time.monotonic() - started
+                self.publish(action, _result(action, outcome, message, hint=hint, seconds=seconds))
+        finally:
+            if client is not None:
+                client.api.session.close()
+
+    def open(self, host: str) -> Any:
+        return connecting.connect(host, self.fleet.hosts[host], timeout=self.timeout)
 
     def perform(self, client: Any, action: plans.Action) -> str:
         """Do ``action``; a short note of what was done. Raises ``lxdops.LxdError``."""
@@ -147,7 +163,8 @@ class _Run:
             return self.build(client, action, body)
         if isinstance(body, templating.CopyTemplateBody):
             return self.copy(client, body)
-        return _perform(client, action, self.timeout)
+        owner = self.actions.get(action.part_of or "")
+        return _perform(client, action, self.timeout, owner=owner)
 
     def build(self, client: Any, action: plans.Action, body: templating.BuildTemplateBody) -> str:
         files = self.template_files.get(body.template) or recipe.inline_contents(body.spec)
@@ -183,7 +200,13 @@ class _Run:
         return f"built {built.fingerprint[:12]} in {built.seconds:.0f}s"
 
     def copy(self, client: Any, body: templating.CopyTemplateBody) -> str:
-        source = self.opener(body.source_host)
+        source = self.open(body.source_host)
+        try:
+            return self._copy(source, client, body)
+        finally:
+            source.api.session.close()
+
+    def _copy(self, source: Any, client: Any, body: templating.CopyTemplateBody) -> str:
         fingerprint = images.alias_target(source, body.alias)
         image = next((i for i in images.list_images(source) if i.fingerprint == fingerprint), None)
         if image is None or image.properties.get(recipe.PROP_RECIPE_HASH) != body.recipe_hash:
@@ -233,8 +256,30 @@ def _result(
     )
 
 
-def _perform(client: Any, action: plans.Action, timeout: float) -> str:
-    """Do ``action``; return a short note of what was done. Raises ``lxdops.LxdError``."""
+def _never_ready(hosts: Sequence[plans.HostPlan]) -> set[str]:
+    """Actions that would wait forever: each host runs its actions in order, and an action waits
+    for its ``depends_on``; what is left once everything that can become ready has is in (or
+    behind) a cycle. A dependency that is not in the plan counts as ready (it is skipped)."""
+    waits: dict[str, set[str]] = {}
+    for host in hosts:
+        previous: set[str] = set()
+        for action in host.actions:
+            waits[action.id] = previous | (set() if action.pending else set(action.depends_on))
+            previous = {action.id}
+    ready = {dep for deps in waits.values() for dep in deps if dep not in waits}
+    grew = True
+    while grew:
+        now = {action_id for action_id, deps in waits.items() if deps <= ready}
+        grew = not now <= ready
+        ready |= now
+    return set(waits) - ready
+
+
+def _perform(
+    client: Any, action: plans.Action, timeout: float, *, owner: plans.Action | None = None
+) -> str:
+    """Do ``action`` (``owner``: the action it is a step of); return a short note of what was
+    done. Raises ``lxdops.LxdError``."""
     kind, name = action.kind, action.object.name
     collection = "profiles" if action.object.kind is ObjectKind.PROFILE else "instances"
     body = action.body
@@ -260,7 +305,11 @@ def _perform(client: Any, action: plans.Action, timeout: float) -> str:
         )
         return "updated"
     if kind in (plans.ActionKind.START, plans.ActionKind.STOP):
-        current, _ = lxdops.get(client, collection, name)
+        if kind is plans.ActionKind.STOP and owner is not None and owner.observed is not None:
+            # The stop before an update or a delete: only if that write will be allowed.
+            current, _ = _read_unchanged(client, owner, collection)
+        else:
+            current, _ = lxdops.get(client, collection, name)
         want = "Running" if kind is plans.ActionKind.START else "Stopped"
         if current.get("status") == want:
             return f"already {want.lower()}"

@@ -320,6 +320,19 @@ def test_a_removed_user_is_deleted_only_with_prune_and_never_while_protected(
     assert world.lxc("server01", "list", "jerry-container", "--format", "csv", "-c", "n")
 
     world.lxc("server01", "config", "set", "jerry-container", "security.protection.delete", "false")
+    # Changed after the plan was made: neither stopped nor deleted.
+    fleet, site = use_lab(load_fleet(world.fleet_path).fleet, world.handle.dir)  # type: ignore[arg-type]
+    plan = plans.make_plan(fleet, observe_fleet(fleet, timeout=30), site, prune=True)
+    world.lxc("server01", "config", "set", "jerry-container", "user.meanwhile", "x")
+    report = executor.apply_plan(plan, fleet, timeout=60)
+    outcomes = {r.id.rsplit("/", 1)[-1]: r for r in report.results if "jerry" in r.id}
+    assert outcomes["delete-stop"].outcome is Outcome.FAILED
+    assert "changed since the plan was made" in outcomes["delete-stop"].message
+    assert outcomes["delete"].outcome is Outcome.SKIPPED
+    status = world.lxc("server01", "list", "jerry-container", "--format", "csv", "-c", "s")
+    assert status.strip() == "RUNNING"
+    world.lxc("server01", "config", "unset", "jerry-container", "user.meanwhile")
+
     assert world.apply("--prune").exit_code == 0
     assert not world.lxc("server01", "list", "jerry-container", "--format", "csv", "-c", "n")
     assert (world.root / "home/jerry").is_dir()  # the user's data stays on the host
