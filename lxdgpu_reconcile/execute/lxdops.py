@@ -35,7 +35,8 @@ class StaleObject(LxdError):
     """The object changed on the host since it was observed; nothing was written."""
 
 
-def _call(what: str, func: Any, *args: Any, **kwargs: Any) -> requests.Response:
+def call(what: str, func: Any, *args: Any, **kwargs: Any) -> requests.Response:
+    """``func(*args, **kwargs)`` (a ``client.api`` method); failures become ``LxdError``."""
     try:
         response: requests.Response = func(*args, **kwargs)
     except lxd_exceptions.LXDAPIException as exc:
@@ -53,11 +54,6 @@ def _call(what: str, func: Any, *args: Any, **kwargs: Any) -> requests.Response:
             f"{what}: {type(exc).__name__}: {exc}", hint="check that the host is reachable"
         ) from None
     return response
-
-
-def call(what: str, func: Any, *args: Any, **kwargs: Any) -> requests.Response:
-    """``func(*args, **kwargs)`` (a ``client.api`` method); failures become ``LxdError``."""
-    return _call(what, func, *args, **kwargs)
 
 
 def operation_id(response: requests.Response) -> str:
@@ -80,7 +76,7 @@ def wait_operation(
     deadline = time.monotonic() + timeout
     while True:
         left = max(1, min(30, int(deadline - time.monotonic())))
-        reply = _call(what, client.api.operations[op_id].wait.get, params={"timeout": left})
+        reply = call(what, client.api.operations[op_id].wait.get, params={"timeout": left})
         meta = reply.json().get("metadata") or {}
         status_code = meta.get("status_code")
         if status_code == 200:
@@ -97,7 +93,7 @@ def wait_operation(
 
 def get(client: Any, collection: str, name: str) -> tuple[dict[str, Any], str]:
     """The object and its ETag, e.g. ``get(client, "instances", "tom-container")``."""
-    response = _call(f"read {collection[:-1]} {name}", client.api[collection][name].get)
+    response = call(f"read {collection[:-1]} {name}", client.api[collection][name].get)
     return response.json()["metadata"], response.headers.get("ETag", "")
 
 
@@ -105,7 +101,7 @@ def create(
     client: Any, collection: str, body: dict[str, Any], *, timeout: float = DEFAULT_TIMEOUT
 ) -> None:
     what = f"create {collection[:-1]} {body.get('name', '')}"
-    wait_operation(client, _call(what, client.api[collection].post, json=body), what, timeout)
+    wait_operation(client, call(what, client.api[collection].post, json=body), what, timeout)
 
 
 def put(
@@ -120,13 +116,13 @@ def put(
     """Replace the object, only if it still has ``etag`` (``If-Match``)."""
     what = f"update {collection[:-1]} {name}"
     headers = {"If-Match": etag} if etag else {}
-    response = _call(what, client.api[collection][name].put, json=body, headers=headers)
+    response = call(what, client.api[collection][name].put, json=body, headers=headers)
     wait_operation(client, response, what, timeout)
 
 
 def delete(client: Any, collection: str, name: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
     what = f"delete {collection[:-1]} {name}"
-    wait_operation(client, _call(what, client.api[collection][name].delete), what, timeout)
+    wait_operation(client, call(what, client.api[collection][name].delete), what, timeout)
 
 
 def set_state(
@@ -135,7 +131,7 @@ def set_state(
     """``start`` or ``stop`` an instance and wait for it."""
     what = f"{action} instance {name}"
     body: dict[str, Any] = {"action": action, "timeout": int(min(timeout, 60)), "force": force}
-    response = _call(what, client.api.instances[name].state.put, json=body)
+    response = call(what, client.api.instances[name].state.put, json=body)
     wait_operation(client, response, what, timeout)
 
 

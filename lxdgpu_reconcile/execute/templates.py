@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from lxdgpu_reconcile.execute import commands, lxdops
 from lxdgpu_reconcile.execute.lxdops import LxdError
+from lxdgpu_reconcile.observe import reading
 from lxdgpu_reconcile.spec.models import Template
 from lxdgpu_reconcile.state import TAG_ROLE, ImageObs
 from lxdgpu_reconcile.templates import recipe
@@ -367,15 +368,14 @@ def alias_target(client: Any, alias: str) -> str | None:
 
 def set_alias(client: Any, alias: str, fingerprint: str, *, description: str = "") -> None:
     """Point ``alias`` at ``fingerprint``, creating it when missing (one request when it exists)."""
-    if alias_target(client, alias) is None:
-        body = {"name": alias, "target": fingerprint, "description": description}
+    body = {"target": fingerprint, "description": description}
+    try:
+        lxdops.call(f"move alias {alias}", client.api.images.aliases[_q(alias)].put, json=body)
+    except LxdError as exc:
+        if exc.status != 404:
+            raise
+        body["name"] = alias
         lxdops.call(f"create alias {alias}", client.api.images.aliases.post, json=body)
-        return
-    lxdops.call(
-        f"move alias {alias}",
-        client.api.images.aliases[_q(alias)].put,
-        json={"target": fingerprint, "description": description},
-    )
 
 
 def point_alias(client: Any, alias: str, fingerprint: str) -> str | None:
@@ -401,19 +401,7 @@ def point_alias(client: Any, alias: str, fingerprint: str) -> str | None:
 def list_images(client: Any) -> tuple[ImageObs, ...]:
     """Every image on the host, with aliases and properties (one request)."""
     response = lxdops.call("list images", client.api.images.get, params={"recursion": 1})
-    return tuple(_image(data) for data in response.json()["metadata"] or ())
-
-
-def _image(data: Mapping[str, Any]) -> ImageObs:
-    return ImageObs(
-        fingerprint=data["fingerprint"],
-        aliases=tuple(sorted(a["name"] for a in data.get("aliases") or ())),
-        properties={k: str(v) for k, v in (data.get("properties") or {}).items()},
-        public=bool(data.get("public", False)),
-        size=int(data.get("size") or 0),
-        created_at=data.get("created_at") or "",
-        architecture=data.get("architecture") or "",
-    )
+    return tuple(reading.parse_image(data) for data in response.json()["metadata"] or ())
 
 
 def https_address(client: Any, endpoint: str) -> str:
@@ -495,11 +483,9 @@ def cancel_operation(client: Any, op_id: str) -> None:
     """Cancel operation ``op_id`` when it still runs (an unused download token); never raises
     for an operation that ended."""
     try:
-        status = lxdops.call("read operation", client.api.operations[op_id].get).json()
-        if (status.get("metadata") or {}).get("status") == "Running":
-            lxdops.call("cancel operation", client.api.operations[op_id].delete)
+        lxdops.call("cancel operation", client.api.operations[op_id].delete)
     except LxdError as exc:
-        if exc.status not in (400, 404):
+        if exc.status not in (400, 404):  # it ended already (LXD cancels a token once used)
             raise
 
 

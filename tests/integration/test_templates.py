@@ -113,6 +113,9 @@ def test_build_distribute_and_launch_a_user_container(scratch: Scratch) -> None:
     assert copied.properties[recipe.PROP_RECIPE_HASH] == outcome.recipe_hash
     assert copied.properties[recipe.PROP_TEMPLATE] == scratch.name
     assert copied.managed
+    operations = scratch.lab.lxc("server01", "operation", "list", "--format", "csv").stdout
+    tokens = [line for line in operations.splitlines() if "Image download token" in line]
+    assert not [line for line in tokens if "RUNNING" in line.upper()], operations
 
     container = scratch.launch("server02", scratch.alias)
     assert scratch.run("server02", container, "cat", "/etc/built-by-step") == "hi\n"
