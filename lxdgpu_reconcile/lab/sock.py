@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -64,9 +65,21 @@ class LxdSocket:
         return answer.get("metadata")
 
     def wait(self, operation: str) -> Any:
-        """Wait for an operation and return its metadata; ``LabError`` if it failed."""
-        status, answer = self._send("GET", f"{operation}/wait?timeout=120", None, {})
-        meta = answer.get("metadata") or {}
+        """Wait for an operation (at most ``timeout`` seconds) and return its metadata;
+        ``LabError`` if it failed or did not finish in time."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            # Each wait returns well before the socket's own timeout, also while still running.
+            left = max(1, min(30, int(deadline - time.monotonic())))
+            status, answer = self._send("GET", f"{operation}/wait?timeout={left}", None, {})
+            meta = answer.get("metadata") or {}
+            if status >= 400 or meta.get("status_code") != 103:
+                break
+            if time.monotonic() >= deadline:
+                raise LabError(
+                    f"LXD at {self.path}: operation {operation} did not finish within "
+                    f"{self.timeout:.0f} s; see {self.path.parent / 'lxd.log'}, then retry"
+                )
         if status >= 400 or meta.get("status") != "Success":
             reason = meta.get("err") or answer.get("error") or meta.get("status") or status
             raise LabError(f"LXD at {self.path}: operation {operation} failed: {reason}")
