@@ -81,7 +81,7 @@ def up(
 
 @lab_app.command("down")
 def down(lab_dir: DirOpt = labs.DEFAULT_LAB_DIR) -> None:
-    """Stop the lab's daemons and remove everything the lab made (veths, subuid lines, files).
+    """Stop the lab's daemons and remove what the lab made and no other lab still uses.
 
     Example: [bold]lxdgpu-reconcile lab down --dir /var/tmp/lab[/bold]
     """
