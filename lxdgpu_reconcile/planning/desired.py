@@ -137,6 +137,29 @@ class DesiredState(Frozen):
 LAB_NOTE = "lab: GPUs are not attached"
 
 
+def lab_note(fleet: models.Fleet) -> str:
+    """The plan's one line in the lab: GPUs are not attached, and what the fleet would attach."""
+    left_out = []
+    for name, profile in fleet.profiles.items():
+        items = [
+            f"devices.{device}"
+            for device, spec in profile.devices.items()
+            if spec.get("type") in rules.GPU_DEVICE_TYPES
+        ]
+        items += [
+            f"config.{key}" for key in profile.config if key.startswith(rules.GPU_CONFIG_PREFIXES)
+        ]
+        if items:
+            left_out.append(f"profile {name}: {', '.join(items)}")
+    for user, spec in fleet.users.items():
+        if isinstance(spec.gpus, tuple) and spec.gpus:
+            devices = ", ".join(GPU_DEVICE.format(id=i) for i in spec.gpus)
+            left_out.append(f"{fleet.container_of(user)}: {devices}")
+    if not left_out:
+        return LAB_NOTE
+    return f"{LAB_NOTE} (planned, not written: {'; '.join(left_out)})"
+
+
 # --- entry point ----------------------------------------------------------------------------------
 
 
@@ -163,7 +186,7 @@ def expand(
         preserve=rules.preserve_for(attach_gpus=site.attach_gpus),
         attach_gpus=site.attach_gpus,
         errors=errors,
-        notes=() if site.attach_gpus else (LAB_NOTE,),
+        notes=() if site.attach_gpus else (lab_note(fleet),),
     )
 
 

@@ -315,7 +315,10 @@ def test_lab_moves_host_paths_and_leaves_gpus_out() -> None:
         "home": {"path": "/home/ubuntu/tom", "source": "/lab/home/tom", "type": "disk"}
     }
     assert h1.errors == ()  # GPU ids are not checked where GPUs are not attached
-    assert want.notes == ("lab: GPUs are not attached",)
+    assert want.notes == (
+        "lab: GPUs are not attached (planned, not written: profile default: devices.gpu, "
+        "config.nvidia.runtime, config.nvidia.driver.capabilities; tom-container: gpu0)",
+    )
     assert want.preserve == rules.preserve_for(attach_gpus=False)
 
 
