@@ -21,11 +21,11 @@ import yaml
 from typer.testing import CliRunner
 
 from lxdgpu_reconcile.cli import app
-from lxdgpu_reconcile.lab import certs
 from lxdgpu_reconcile.observe import connect as connecting
 from lxdgpu_reconcile.observe import reading
 from lxdgpu_reconcile.spec.models import Fleet, Host
 from lxdgpu_reconcile.state import HostErrorKind
+from tests.helpers import closed_port, fingerprint, self_signed
 from tests.integration.conftest import LabHandle
 
 pytestmark = pytest.mark.lxd
@@ -56,22 +56,6 @@ def made(lab: LabHandle) -> Iterator[list[tuple[str, str]]]:
 def nic_parent(lab: LabHandle) -> str:
     """The macvlan parent the lab fleet's profiles use (a veth the lab made)."""
     return lab.spec.profiles["default"].devices["eth0"]["parent"]
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def self_signed(directory: Path, name: str) -> tuple[str, str]:
-    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-    certs.write_self_signed(cert_path, key_path, name=name, days=1)
-    return str(cert_path), str(key_path)
-
-
-def fingerprint(path: str) -> str:
-    return certs.fingerprint(Path(path).read_bytes())
 
 
 def write_fleet(path: Path, hosts: dict[str, Host]) -> Path:

@@ -4,7 +4,6 @@ and the classification of connection failures into host errors with what to do."
 from __future__ import annotations
 
 import copy
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +11,11 @@ import pytest
 import requests
 from pylxd import exceptions as lxd_exceptions
 
-from lxdgpu_reconcile.lab import certs
 from lxdgpu_reconcile.observe import connect as connecting
 from lxdgpu_reconcile.observe import reading
 from lxdgpu_reconcile.spec.models import Fleet, Host
 from lxdgpu_reconcile.state import Address, HostErrorKind
+from tests.helpers import closed_port, self_signed
 
 RUNNING: dict[str, Any] = {
     "architecture": "x86_64",
@@ -488,19 +487,6 @@ def test_unknown_scheme_is_a_config_error() -> None:
     error = connecting.check_config("server01", Host(endpoint="http://192.0.2.11:8443"))
 
     assert error is not None and error.kind is HostErrorKind.CONFIG
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def self_signed(directory: Path, name: str) -> tuple[str, str]:
-    """A throwaway certificate and key in ``directory``."""
-    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-    certs.write_self_signed(cert_path, key_path, name=name, days=1)
-    return str(cert_path), str(key_path)
 
 
 def test_observe_fleet_reports_each_host_problem_and_never_raises(tmp_path: Path) -> None:

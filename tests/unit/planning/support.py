@@ -13,7 +13,9 @@ is the idempotency check.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -368,3 +370,21 @@ def _apply_instance(
         if current.expanded_config.get("security.protection.delete") == "true":
             raise Refused(f"{name}: Instance is protected")
         del instances[name]
+
+
+# --- scenarios and golden files -------------------------------------------------------------------
+
+
+def plan_scenario(scenario: Mapping[str, Any], **options: Any) -> planning.Plan:
+    """The plan of a scenario (``fleet``, ``observed`` and an optional ``site``)."""
+    fleet = fleet_from(scenario["fleet"])
+    site = site_from(scenario.get("site"))
+    snapshot = snapshot_from(scenario["observed"], fleet, site)
+    return planning.make_plan(fleet, snapshot, site, **options)
+
+
+def check_golden(path: Path, text: str) -> None:
+    """``text`` equals the golden file at ``path`` (rewritten instead with ``UPDATE_GOLDEN=1``)."""
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text()

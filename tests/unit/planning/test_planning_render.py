@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -83,34 +82,24 @@ LAB: dict[str, Any] = {
 SCENARIOS = {"mixed": MIXED, "conflict": CONFLICT, "clean": CLEAN, "lab": LAB}
 
 
-def _plan(scenario: dict[str, Any], **options: Any) -> planning.Plan:
-    fleet = support.fleet_from(scenario["fleet"])
-    site = support.site_from(scenario.get("site"))
-    snapshot = support.snapshot_from(scenario["observed"], fleet, site)
-    return planning.make_plan(fleet, snapshot, site, **options)
-
-
 def _golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert text == path.read_text()
+    support.check_golden(GOLDEN / name, text)
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_text_golden(name: str) -> None:
-    _golden(f"{name}.txt", plan_text.plain(_plan(SCENARIOS[name], prune=True)))
+    _golden(f"{name}.txt", plan_text.plain(support.plan_scenario(SCENARIOS[name], prune=True)))
 
 
 def test_summary_line() -> None:
-    made = _plan(MIXED, prune=True)
+    made = support.plan_scenario(MIXED, prune=True)
     assert plan_text.plain(made).splitlines()[-1] == (
         "Plan: 2 to create, 1 to update, 0 to restart, 0 to delete, 2 pending."
     )
 
 
 def test_colour_only_on_a_terminal() -> None:
-    made = _plan(MIXED, prune=True)
+    made = support.plan_scenario(MIXED, prune=True)
     terminal = Console(force_terminal=True, width=200, record=False)
     with terminal.capture() as captured:
         terminal.print(plan_text.render(made))
@@ -123,7 +112,7 @@ def test_colour_only_on_a_terminal() -> None:
 
 
 def test_json_shape_is_stable() -> None:
-    made = _plan(MIXED, prune=True)
+    made = support.plan_scenario(MIXED, prune=True)
     data = json.loads(plan_json.render(made))
     assert list(data) == ["format_version", "options", "summary", "notes", "errors", "hosts"]
     assert data["format_version"] == 1
@@ -166,7 +155,7 @@ def test_json_shape_is_stable() -> None:
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_json_round_trip(name: str) -> None:
-    made = _plan(SCENARIOS[name], prune=True)
+    made = support.plan_scenario(SCENARIOS[name], prune=True)
     assert plan_json.parse(plan_json.render(made)) == made
 
 
@@ -182,4 +171,4 @@ def test_json_round_trip(name: str) -> None:
     ],
 )
 def test_exit_code(name: str, detailed: bool, code: int) -> None:
-    assert planning.exit_code(_plan(SCENARIOS[name]), detailed=detailed) == code
+    assert planning.exit_code(support.plan_scenario(SCENARIOS[name]), detailed=detailed) == code

@@ -5,7 +5,6 @@ Regenerate the golden files with ``UPDATE_GOLDEN=1 pytest tests/unit/report`` an
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -97,18 +96,8 @@ PULL_REQUEST: dict[str, Any] = {
 }
 
 
-def _plan(scenario: dict[str, Any], **options: Any) -> planning.Plan:
-    fleet = support.fleet_from(scenario["fleet"])
-    site = support.site_from(scenario.get("site"))
-    snapshot = support.snapshot_from(scenario["observed"], fleet, site)
-    return planning.make_plan(fleet, snapshot, site, **options)
-
-
 def _golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert text == path.read_text()
+    support.check_golden(GOLDEN / name, text)
 
 
 @pytest.mark.parametrize(
@@ -120,11 +109,11 @@ def _golden(name: str, text: str) -> None:
     ],
 )
 def test_markdown_golden(name: str, scenario: dict[str, Any]) -> None:
-    _golden(name, plan_markdown.render(_plan(scenario, prune=True)))
+    _golden(name, plan_markdown.render(support.plan_scenario(scenario, prune=True)))
 
 
 def test_restarts_deletes_and_pending_come_before_the_details() -> None:
-    text = plan_markdown.render(_plan(PULL_REQUEST, prune=True))
+    text = plan_markdown.render(support.plan_scenario(PULL_REQUEST, prune=True))
     first_details = text.index("<details>")
     for heading in ("**Restarts**", "**Deletes**", "**Pending**"):
         assert text.index(heading) < first_details, heading
@@ -162,7 +151,7 @@ def test_code_blocks_use_a_longer_fence_than_their_content() -> None:
 
 
 def test_a_plan_too_long_for_a_comment_leaves_out_the_last_hosts() -> None:
-    made = _plan(PULL_REQUEST, prune=True)
+    made = support.plan_scenario(PULL_REQUEST, prune=True)
     full = plan_markdown.render(made)
     short = plan_markdown.render(made, limit=len(full) - 200)
     assert len(short) < len(full)
