@@ -14,7 +14,7 @@ import typer
 from lxdgpu_reconcile.cli.app import app
 from lxdgpu_reconcile.cli.common import FleetOpt, LabOpt, err_console, fleet_for_hosts, out
 from lxdgpu_reconcile.cli.locking import LockFileOpt, LockWaitOpt, held
-from lxdgpu_reconcile.execute import templates as executing
+from lxdgpu_reconcile.execute import images as executing
 from lxdgpu_reconcile.execute.lxdops import DEFAULT_TIMEOUT
 from lxdgpu_reconcile.templates.workflow import BuildError, Outcome, build_and_distribute
 

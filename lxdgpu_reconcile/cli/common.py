@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
+from lxdgpu_reconcile.fleet.loading import load_fleet
+from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.site import Site
-from lxdgpu_reconcile.spec.loading import load_fleet
-from lxdgpu_reconcile.spec.models import Fleet
 
 if TYPE_CHECKING:
-    from lxdgpu_reconcile.planning.plan import Plan
+    from lxdgpu_reconcile.planning.model import Plan
 
 #: Results go to standard output; problems, progress and prompts to standard error.
 out = Console(highlight=False, soft_wrap=True)
@@ -118,7 +118,7 @@ def lab_dir_problem(lab_dir: Path | None, exc: OSError) -> str:
 def read_template_files(fleet: Fleet, fleet_path: Path) -> dict[str, dict[str, bytes]]:
     """The contents of every template's files (``source:`` relative to the fleet file); on a
     missing or unreadable file prints what to do and exits 1."""
-    from lxdgpu_reconcile.templates.files import TemplateFileError, template_files
+    from lxdgpu_reconcile.templates.sources import TemplateFileError, template_files
 
     try:
         return {

@@ -28,10 +28,11 @@ from lxdgpu_reconcile.cli.common import (
     show_plan,
 )
 from lxdgpu_reconcile.cli.locking import LockFileOpt, LockWaitOpt, held
+from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.observe.reading import observe_fleet
-from lxdgpu_reconcile.planning import plan as plans
+from lxdgpu_reconcile.planning import model as plans
+from lxdgpu_reconcile.planning import planner
 from lxdgpu_reconcile.report import plan_json, plan_markdown, plan_text
-from lxdgpu_reconcile.spec.models import Fleet
 from lxdgpu_reconcile.state import FleetSnapshot
 
 
@@ -94,7 +95,7 @@ def _make_plan(
     spec, site = fleet_for_hosts(fleet_path, lab)
     files = read_template_files(spec, fleet_path)
     snapshot = observe_fleet(spec, timeout=timeout)
-    plan = plans.make_plan(
+    plan = planner.make_plan(
         spec,
         snapshot,
         site,

@@ -19,8 +19,8 @@ from lxdgpu_reconcile import __version__
 from lxdgpu_reconcile.cli.common import err_console, fleet_for_hosts, perform, show_plan
 from lxdgpu_reconcile.cli.locking import held
 from lxdgpu_reconcile.observe.reading import observe_fleet
-from lxdgpu_reconcile.planning import plan as plans
-from lxdgpu_reconcile.planning import saved as saving
+from lxdgpu_reconcile.planning import model as plans
+from lxdgpu_reconcile.planning import saving
 from lxdgpu_reconcile.reconcile import files
 from lxdgpu_reconcile.report import saved_text
 from lxdgpu_reconcile.state import FleetSnapshot

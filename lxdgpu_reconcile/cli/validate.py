@@ -9,8 +9,8 @@ import typer
 
 from lxdgpu_reconcile.cli.app import app
 from lxdgpu_reconcile.cli.common import NAME_THE_FLEET, FleetOpt, echo_json, err_console, out
-from lxdgpu_reconcile.spec.loading import load_fleet
-from lxdgpu_reconcile.spec.models import Fleet
+from lxdgpu_reconcile.fleet.loading import load_fleet
+from lxdgpu_reconcile.fleet.models import Fleet
 
 
 class ProblemFormat(StrEnum):

@@ -24,16 +24,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lxdgpu_reconcile import state
-from lxdgpu_reconcile.execute import lxdops
-from lxdgpu_reconcile.execute import templates as images
+from lxdgpu_reconcile.execute import images as images
+from lxdgpu_reconcile.execute import lxdops, requests
 from lxdgpu_reconcile.execute.results import ActionResult, ApplyReport, Event, Outcome
+from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.observe import connect as connecting
 from lxdgpu_reconcile.observe import reading
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
-from lxdgpu_reconcile.planning import plan as plans
-from lxdgpu_reconcile.planning import templates as templating
+from lxdgpu_reconcile.planning import model as plans
 from lxdgpu_reconcile.planning.common import ObjectKind
-from lxdgpu_reconcile.spec.models import Fleet
 from lxdgpu_reconcile.templates import recipe
 
 Progress = Callable[[Event], None]
@@ -159,14 +158,14 @@ class _Run:
     def perform(self, client: Any, action: plans.Action) -> str:
         """Do ``action``; a short note of what was done. Raises ``lxdops.LxdError``."""
         body = action.body
-        if isinstance(body, templating.BuildTemplateBody):
+        if isinstance(body, plans.BuildTemplateBody):
             return self.build(client, action, body)
-        if isinstance(body, templating.CopyTemplateBody):
+        if isinstance(body, plans.CopyTemplateBody):
             return self.copy(client, body)
         owner = self.actions.get(action.part_of or "")
         return _perform(client, action, self.timeout, owner=owner)
 
-    def build(self, client: Any, action: plans.Action, body: templating.BuildTemplateBody) -> str:
+    def build(self, client: Any, action: plans.Action, body: plans.BuildTemplateBody) -> str:
         files = self.template_files.get(body.template) or recipe.inline_contents(body.spec)
         try:
             now = recipe.recipe_hash(body.spec, body.base_key, file_contents=files)
@@ -199,14 +198,14 @@ class _Run:
         images.prune_old_images(client, body.template, timeout=self.timeout)
         return f"built {built.fingerprint[:12]} in {built.seconds:.0f}s"
 
-    def copy(self, client: Any, body: templating.CopyTemplateBody) -> str:
+    def copy(self, client: Any, body: plans.CopyTemplateBody) -> str:
         source = self.open(body.source_host)
         try:
             return self._copy(source, client, body)
         finally:
             source.api.session.close()
 
-    def _copy(self, source: Any, client: Any, body: templating.CopyTemplateBody) -> str:
+    def _copy(self, source: Any, client: Any, body: plans.CopyTemplateBody) -> str:
         fingerprint = images.alias_target(source, body.alias)
         image = next((i for i in images.list_images(source) if i.fingerprint == fingerprint), None)
         if image is None or image.properties.get(recipe.PROP_RECIPE_HASH) != body.recipe_hash:
@@ -285,9 +284,13 @@ def _perform(
     body = action.body
     if kind is plans.ActionKind.CREATE:
         if isinstance(body, plans.CreateInstanceBody):
-            lxdops.create(client, collection, body.request(), timeout=timeout)
+            lxdops.create(
+                client, collection, requests.create_instance_request(body), timeout=timeout
+            )
         elif isinstance(body, plans.ProfileBody):
-            lxdops.create(client, collection, body.create_request(), timeout=timeout)
+            lxdops.create(
+                client, collection, requests.create_profile_request(body), timeout=timeout
+            )
         else:
             raise _malformed(action)
         return "created"
@@ -299,7 +302,7 @@ def _perform(
             client,
             collection,
             name,
-            plans.put_request(body, current),
+            requests.put_request(body, current),
             etag=etag,
             timeout=timeout,
         )

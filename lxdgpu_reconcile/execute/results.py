@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from lxdgpu_reconcile.planning import plan as plans
+from lxdgpu_reconcile.planning import model as plans
 
 
 class Outcome(StrEnum):

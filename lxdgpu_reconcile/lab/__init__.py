@@ -6,11 +6,11 @@ profiles and users need; ``use_lab`` points a fleet at them; ``lab_down`` remove
 
 from __future__ import annotations
 
-from lxdgpu_reconcile.lab.errors import LabError, LabMissingError, LabPrerequisiteError
+from lxdgpu_reconcile.lab.faults import LabError, LabMissingError, LabPrerequisiteError
 from lxdgpu_reconcile.lab.lifecycle import DEFAULT_LAB_DIR, lab_down, lab_env, lab_up
 from lxdgpu_reconcile.lab.needs import LabNeeds, needs_of
 from lxdgpu_reconcile.lab.rebase import lab_site, rebase_fleet, site_for, use_lab
-from lxdgpu_reconcile.lab.state import HostLab, LabState, Veth, load_lab
+from lxdgpu_reconcile.lab.record import HostLab, LabState, Veth, load_lab
 
 __all__ = [
     "DEFAULT_LAB_DIR",

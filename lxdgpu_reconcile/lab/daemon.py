@@ -18,9 +18,9 @@ from pathlib import Path
 import yaml
 
 from lxdgpu_reconcile.lab.certs import CLIENT_NAME, der_base64, fingerprint
-from lxdgpu_reconcile.lab.errors import LabError
+from lxdgpu_reconcile.lab.faults import LabError
+from lxdgpu_reconcile.lab.record import HostLab
 from lxdgpu_reconcile.lab.sock import LxdSocket
-from lxdgpu_reconcile.lab.state import HostLab
 from lxdgpu_reconcile.lab.system import is_lxd_of, pid_gone, processes_under, run
 
 READY_TIMEOUT = 60

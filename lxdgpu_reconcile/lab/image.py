@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 
 import yaml
 
-from lxdgpu_reconcile.lab.errors import LabError
+from lxdgpu_reconcile.lab.faults import LabError
 from lxdgpu_reconcile.lab.sock import LxdSocket, quoted
 from lxdgpu_reconcile.state import TAG_LAB
 

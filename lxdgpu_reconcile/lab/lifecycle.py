@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.lab import daemon, idmap, netdev, shared
 from lxdgpu_reconcile.lab.certs import ensure_client_cert, write_lxc_config
-from lxdgpu_reconcile.lab.errors import LabError
+from lxdgpu_reconcile.lab.faults import LabError
 from lxdgpu_reconcile.lab.image import build_image, import_image
 from lxdgpu_reconcile.lab.needs import LabNeeds, needs_of
-from lxdgpu_reconcile.lab.sock import LxdSocket
-from lxdgpu_reconcile.lab.state import (
+from lxdgpu_reconcile.lab.record import (
     STATE_FILE,
     HostLab,
     LabState,
@@ -33,8 +33,8 @@ from lxdgpu_reconcile.lab.state import (
     save_lab,
     state_path,
 )
+from lxdgpu_reconcile.lab.sock import LxdSocket
 from lxdgpu_reconcile.lab.system import ensure_packages, require_root, unmount_under
-from lxdgpu_reconcile.spec.models import Fleet
 
 DEFAULT_LAB_DIR = Path("/var/lib/lxdgpu-reconcile/lab")
 #: Unix socket paths are limited to 108 bytes; the longest LXD makes is ``seccomp.socket``.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lxdgpu_reconcile.spec.models import Fleet
+from lxdgpu_reconcile.fleet.models import Fleet
 
 
 @dataclass(frozen=True)

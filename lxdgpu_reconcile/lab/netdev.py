@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from lxdgpu_reconcile.lab.errors import LabError
-from lxdgpu_reconcile.lab.state import Veth
+from lxdgpu_reconcile.lab.faults import LabError
+from lxdgpu_reconcile.lab.record import Veth
 from lxdgpu_reconcile.lab.system import run
 
 #: Linux interface names are at most 15 characters.

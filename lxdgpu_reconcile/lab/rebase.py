@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lxdgpu_reconcile.lab.errors import LabMissingError
-from lxdgpu_reconcile.lab.state import LabState, load_lab
+from lxdgpu_reconcile.fleet.models import Fleet
+from lxdgpu_reconcile.lab.faults import LabMissingError
+from lxdgpu_reconcile.lab.record import LabState, load_lab
 from lxdgpu_reconcile.site import REAL, Site
-from lxdgpu_reconcile.spec.models import Fleet
 
 
 def rebase_fleet(fleet: Fleet, state: LabState) -> Fleet:

@@ -27,8 +27,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from lxdgpu_reconcile.lab.errors import LabError
-from lxdgpu_reconcile.lab.state import STATE_FILE
+from lxdgpu_reconcile.lab.faults import LabError
+from lxdgpu_reconcile.lab.record import STATE_FILE
 
 REGISTRY_DIR = Path("/var/lib/lxdgpu-reconcile")
 REGISTRY_FILE = "shared.json"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from lxdgpu_reconcile.lab.errors import LabError
+from lxdgpu_reconcile.lab.faults import LabError
 
 
 class _UnixConnection(http.client.HTTPConnection):

@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from lxdgpu_reconcile.lab.errors import LabError, LabPrerequisiteError
+from lxdgpu_reconcile.lab.faults import LabError, LabPrerequisiteError
 
 #: Debian packages the lab needs, and a command each provides.
 PACKAGES: Mapping[str, str] = {

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from pylxd import exceptions as lxd_exceptions
 from pylxd.client import get_session_for_url
 
-from lxdgpu_reconcile.spec.models import Host
+from lxdgpu_reconcile.fleet.models import Host
 from lxdgpu_reconcile.state import HostError, HostErrorKind
 
 UNIX_SCHEME = "unix://"

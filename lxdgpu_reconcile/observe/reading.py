@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from lxdgpu_reconcile.fleet.models import Fleet, Host
 from lxdgpu_reconcile.observe import connect as connecting
-from lxdgpu_reconcile.spec.models import Fleet, Host
 from lxdgpu_reconcile.state import (
     Address,
     FleetSnapshot,

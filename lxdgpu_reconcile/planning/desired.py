@@ -39,6 +39,7 @@ from pydantic import Field
 
 from lxdgpu_reconcile import site as sites
 from lxdgpu_reconcile import state
+from lxdgpu_reconcile.fleet import models
 from lxdgpu_reconcile.planning import rules
 from lxdgpu_reconcile.planning.common import (
     ErrorCode,
@@ -48,7 +49,6 @@ from lxdgpu_reconcile.planning.common import (
     PlanError,
     PowerState,
 )
-from lxdgpu_reconcile.spec import models
 
 #: The profile LXD creates on every host; used without being declared, managed once declared.
 DEFAULT_PROFILE = "default"

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from lxdgpu_reconcile import site as sites
 from lxdgpu_reconcile.execute import executor
 from lxdgpu_reconcile.execute.results import ApplyReport
+from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.observe.reading import observe_fleet
-from lxdgpu_reconcile.planning import plan as plans
+from lxdgpu_reconcile.planning import model as plans
+from lxdgpu_reconcile.planning import planner
 from lxdgpu_reconcile.reconcile import policy as policies
-from lxdgpu_reconcile.spec.models import Fleet
 
 #: Seconds each host gets to answer the observation.
 OBSERVE_TIMEOUT = 30.0
@@ -44,7 +45,7 @@ def run_cycle(
     Nothing is applied when the plan has errors not tied to a host, or nothing is left to do.
     """
     snapshot = observe_fleet(fleet, timeout=min(timeout, OBSERVE_TIMEOUT))
-    plan = plans.make_plan(
+    plan = planner.make_plan(
         fleet,
         snapshot,
         site,

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 
 from lxdgpu_reconcile.execute.results import ApplyReport, Outcome
-from lxdgpu_reconcile.planning import plan as plans
+from lxdgpu_reconcile.planning import model as plans
 from lxdgpu_reconcile.planning.common import Frozen
 from lxdgpu_reconcile.reconcile import policy as policies
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import datetime
 
-from lxdgpu_reconcile.planning import plan as plans
+from lxdgpu_reconcile.fleet import models
+from lxdgpu_reconcile.planning import holds
+from lxdgpu_reconcile.planning import model as plans
 from lxdgpu_reconcile.planning.common import Frozen
-from lxdgpu_reconcile.spec import models
 
 #: The action kinds that build or copy template images. ``policy_hold`` holds them back unless
 #: ``reconcile.allow_template_builds`` is true.
@@ -100,7 +101,7 @@ def govern(plan: plans.Plan, decision: Decision) -> plans.Plan:
             held[action.id] = (_DELETES_HELD, plans.Hold.PRUNE)
     if not held:
         return plan
-    return plans.hold_back(plan, held)
+    return holds.hold_back(plan, held)
 
 
 _DELETES_HELD = (

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.text import Text
 
 from lxdgpu_reconcile.execute.results import ActionResult, ApplyReport, Event, Outcome
-from lxdgpu_reconcile.planning import plan as plans
+from lxdgpu_reconcile.planning import model as plans
 
 #: The mark and style of each outcome, in progress lines and summaries.
 MARKS = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lxdgpu_reconcile.planning import plan
+from lxdgpu_reconcile.planning import model as plan
 
 
 def to_data(p: plan.Plan) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 from lxdgpu_reconcile.planning import diff
-from lxdgpu_reconcile.planning import plan as plans
+from lxdgpu_reconcile.planning import model as plans
 from lxdgpu_reconcile.report import plan_text
 
 #: First line of every rendered plan; CI jobs look for it to edit their earlier comment.

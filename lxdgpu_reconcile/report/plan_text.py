@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator
 from rich.console import Group
 from rich.text import Text
 
-from lxdgpu_reconcile.planning import common, diff, plan
-from lxdgpu_reconcile.planning import templates as templating
+from lxdgpu_reconcile.planning import common, diff
+from lxdgpu_reconcile.planning import model as plan
 
 _SYMBOLS = {
     plan.ActionKind.CREATE: ("+", "green"),
@@ -110,9 +110,9 @@ def entries(host: plan.HostPlan) -> Iterator[tuple[plan.Action, list[plan.Action
 
 def entry_words(action: plan.Action, steps: Iterable[plan.Action]) -> str:
     """What an entry does: ``stop, then update``, ``build on HOST``; empty for a lone step."""
-    if isinstance(action.body, templating.BuildTemplateBody):
+    if isinstance(action.body, plan.BuildTemplateBody):
         return f"build on {action.host}"
-    if isinstance(action.body, templating.CopyTemplateBody):
+    if isinstance(action.body, plan.CopyTemplateBody):
         return f"copy from {action.body.source_host}"
     before = [s.kind.value for s in steps if s.id in action.depends_on]
     after = [s.kind.value for s in steps if s.id not in action.depends_on]

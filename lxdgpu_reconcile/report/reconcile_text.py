@@ -10,7 +10,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from lxdgpu_reconcile.execute.results import ActionResult, Outcome
-from lxdgpu_reconcile.planning import plan as plans
+from lxdgpu_reconcile.planning import model as plans
 from lxdgpu_reconcile.reconcile.outcome import Result, Run
 from lxdgpu_reconcile.report import apply_text
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from lxdgpu_reconcile.planning import diff
-from lxdgpu_reconcile.planning.saved import Stale
+from lxdgpu_reconcile.planning.saving import Stale
 
 
 def lines(stale: Iterable[Stale], *, plan_file: str, replan: str) -> list[str]:

@@ -16,7 +16,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from lxdgpu_reconcile.spec.models import Fleet
+from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.state import (
     TAG_USER,
     Address,

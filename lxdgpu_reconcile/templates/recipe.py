@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lxdgpu_reconcile.spec.models import Fleet, ImageServer, Template, TemplateFile
+from lxdgpu_reconcile.fleet.models import Fleet, ImageServer, Template, TemplateFile
 from lxdgpu_reconcile.state import TAG_MANAGED, TAG_PREFIX, TAG_ROLE, ImageObs
 
 #: Image property: the fleet template an image was built from.

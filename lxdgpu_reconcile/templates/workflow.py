@@ -16,13 +16,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from lxdgpu_reconcile.execute import templates as executing
+from lxdgpu_reconcile.execute import images as executing
 from lxdgpu_reconcile.execute.lxdops import DEFAULT_TIMEOUT, LxdError
+from lxdgpu_reconcile.fleet.models import Fleet, Template
 from lxdgpu_reconcile.observe import connect as connecting
-from lxdgpu_reconcile.spec.models import Fleet, Template
 from lxdgpu_reconcile.state import TAG_PREFIX, ImageObs
 from lxdgpu_reconcile.templates import recipe
-from lxdgpu_reconcile.templates.files import TemplateFileError, template_files
+from lxdgpu_reconcile.templates.sources import TemplateFileError, template_files
 
 Connect = Callable[..., Any]
 

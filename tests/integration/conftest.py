@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from lxdgpu_reconcile.fleet.loading import load_fleet
+from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.lab import (
     LabError,
     LabPrerequisiteError,
@@ -29,8 +31,6 @@ from lxdgpu_reconcile.lab import (
     use_lab,
 )
 from lxdgpu_reconcile.site import Site
-from lxdgpu_reconcile.spec.loading import load_fleet
-from lxdgpu_reconcile.spec.models import Fleet
 
 HERE = Path(__file__).parent
 LAB_FLEET = HERE / "fleet-lab.yaml"

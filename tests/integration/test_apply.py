@@ -22,10 +22,10 @@ from typer.testing import CliRunner, Result
 from lxdgpu_reconcile.cli import app
 from lxdgpu_reconcile.execute import executor
 from lxdgpu_reconcile.execute.results import Outcome
+from lxdgpu_reconcile.fleet.loading import load_fleet
 from lxdgpu_reconcile.lab import lab_up, use_lab
 from lxdgpu_reconcile.observe.reading import observe_fleet
-from lxdgpu_reconcile.planning import plan as plans
-from lxdgpu_reconcile.spec.loading import load_fleet
+from lxdgpu_reconcile.planning import planner
 from tests.integration.conftest import LAB_FLEET, LabHandle, bring_down, bring_up, new_lab_dir
 
 pytestmark = pytest.mark.lxd
@@ -263,7 +263,7 @@ def test_untagged_containers_are_never_touched(world: World) -> None:
 def test_an_object_changed_after_the_plan_is_not_overwritten(world: World) -> None:
     world.lxc("server01", "config", "set", "tom-container", "limits.cpu", "1")
     fleet, site = use_lab(load_fleet(world.fleet_path).fleet, world.handle.dir)  # type: ignore[arg-type]
-    plan = plans.make_plan(fleet, observe_fleet(fleet, timeout=30), site)
+    plan = planner.make_plan(fleet, observe_fleet(fleet, timeout=30), site)
     assert [a.object.name for a in plan.actions if a.pending is None] == ["tom-container"]
     world.lxc("server01", "config", "set", "tom-container", "user.meanwhile", "x")
 
@@ -322,7 +322,7 @@ def test_a_removed_user_is_deleted_only_with_prune_and_never_while_protected(
     world.lxc("server01", "config", "set", "jerry-container", "security.protection.delete", "false")
     # Changed after the plan was made: neither stopped nor deleted.
     fleet, site = use_lab(load_fleet(world.fleet_path).fleet, world.handle.dir)  # type: ignore[arg-type]
-    plan = plans.make_plan(fleet, observe_fleet(fleet, timeout=30), site, prune=True)
+    plan = planner.make_plan(fleet, observe_fleet(fleet, timeout=30), site, prune=True)
     world.lxc("server01", "config", "set", "jerry-container", "user.meanwhile", "x")
     report = executor.apply_plan(plan, fleet, timeout=60)
     outcomes = {r.id.rsplit("/", 1)[-1]: r for r in report.results if "jerry" in r.id}

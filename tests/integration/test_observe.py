@@ -21,9 +21,9 @@ import yaml
 from typer.testing import CliRunner
 
 from lxdgpu_reconcile.cli import app
+from lxdgpu_reconcile.fleet.models import Fleet, Host
 from lxdgpu_reconcile.observe import connect as connecting
 from lxdgpu_reconcile.observe import reading
-from lxdgpu_reconcile.spec.models import Fleet, Host
 from lxdgpu_reconcile.state import HostErrorKind
 from tests.helpers import closed_port, fingerprint, self_signed
 from tests.integration.conftest import LabHandle

@@ -17,9 +17,9 @@ import yaml
 from typer.testing import CliRunner
 
 from lxdgpu_reconcile.cli import app
-from lxdgpu_reconcile.execute import templates as executing
+from lxdgpu_reconcile.execute import images as executing
+from lxdgpu_reconcile.fleet.models import Fleet, Host, Template, TemplateFile
 from lxdgpu_reconcile.observe.connect import connect
-from lxdgpu_reconcile.spec.models import Fleet, Host, Template, TemplateFile
 from lxdgpu_reconcile.templates import recipe
 from lxdgpu_reconcile.templates.workflow import BuildError, Outcome, build_and_distribute
 from tests.integration.conftest import LabHandle

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from lxdgpu_reconcile import __version__
 from lxdgpu_reconcile.cli import app
-from lxdgpu_reconcile.planning import plan as planning
-from lxdgpu_reconcile.planning import saved as saving
+from lxdgpu_reconcile.planning import model as planning
+from lxdgpu_reconcile.planning import saving
 from lxdgpu_reconcile.state import FleetSnapshot
 
 REPO = Path(__file__).resolve().parents[2]

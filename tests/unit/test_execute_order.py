@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lxdgpu_reconcile.execute import executor
-from lxdgpu_reconcile.planning import plan as plans
+from lxdgpu_reconcile.planning import model as plans
 from lxdgpu_reconcile.planning.common import ObjectKind, ObjectRef
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import yaml
 
+from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.lab import daemon, image, needs_of
 from lxdgpu_reconcile.lab.certs import lxc_config
 from lxdgpu_reconcile.lab.needs import HomeDir, base_alias
 from lxdgpu_reconcile.lab.netdev import IFNAME_MAX, peer_name
-from lxdgpu_reconcile.spec.models import Fleet
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -143,7 +143,7 @@ def test_lxc_config_has_every_host_as_an_https_remote() -> None:
 
 
 def test_the_example_fleet_needs_what_the_lab_provides() -> None:
-    from lxdgpu_reconcile.spec.loading import load_fleet
+    from lxdgpu_reconcile.fleet.loading import load_fleet
 
     example = ROOT / "fleet.example.yaml"
     loaded = load_fleet(example)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.lab import (
     HostLab,
     LabMissingError,
@@ -15,9 +16,8 @@ from lxdgpu_reconcile.lab import (
     site_for,
     use_lab,
 )
-from lxdgpu_reconcile.lab.state import save_lab
+from lxdgpu_reconcile.lab.record import save_lab
 from lxdgpu_reconcile.site import REAL
-from lxdgpu_reconcile.spec.models import Fleet
 
 FLEET = Fleet.model_validate(
     {

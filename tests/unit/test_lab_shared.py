@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lxdgpu_reconcile.lab import idmap, shared
-from lxdgpu_reconcile.lab.errors import LabError
+from lxdgpu_reconcile.lab.faults import LabError
 
 ENO1 = shared.veth("eno1", "lxp-1")
 UID = shared.subid_line(Path("/etc/subuid"), "root:2901:1")

@@ -11,9 +11,9 @@ import pytest
 import requests
 from pylxd import exceptions as lxd_exceptions
 
+from lxdgpu_reconcile.fleet.models import Fleet, Host
 from lxdgpu_reconcile.observe import connect as connecting
 from lxdgpu_reconcile.observe import reading
-from lxdgpu_reconcile.spec.models import Fleet, Host
 from lxdgpu_reconcile.state import Address, HostErrorKind
 from tests.helpers import closed_port, self_signed
 

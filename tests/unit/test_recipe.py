@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from lxdgpu_reconcile.spec.models import Fleet, ImageServer, Template, TemplateFile
+from lxdgpu_reconcile.fleet.models import Fleet, ImageServer, Template, TemplateFile
 from lxdgpu_reconcile.state import ImageObs
 from lxdgpu_reconcile.templates import recipe
-from lxdgpu_reconcile.templates.files import TemplateFileError, template_files
+from lxdgpu_reconcile.templates.sources import TemplateFileError, template_files
 
 BASE_FP = "a" * 64
 SERVERS = {"images": ImageServer(url="https://images.example.net/")}

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from lxdgpu_reconcile.cli import app
 from lxdgpu_reconcile.cli import status as status_cli
+from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.report.status import status_json, status_report, status_table
-from lxdgpu_reconcile.spec.models import Fleet
 from lxdgpu_reconcile.state import (
     Address,
     FleetSnapshot,

@@ -22,12 +22,13 @@ import yaml
 
 from lxdgpu_reconcile import site as sites
 from lxdgpu_reconcile import state
+from lxdgpu_reconcile.execute import requests
+from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.planning import desired as desiring
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
-from lxdgpu_reconcile.planning import plan as planning
-from lxdgpu_reconcile.planning import templates as templating
+from lxdgpu_reconcile.planning import model as planning
+from lxdgpu_reconcile.planning import planner
 from lxdgpu_reconcile.planning.common import ObjectKind
-from lxdgpu_reconcile.spec.models import Fleet
 from lxdgpu_reconcile.templates import recipe
 
 #: What every case starts from; a case's ``fleet`` is merged onto it key by key.
@@ -256,9 +257,9 @@ def _apply_host(
 def _apply_template(action: planning.Action, images: list[state.ImageObs]) -> list[state.ImageObs]:
     """A build or copy: a tagged image of the body's recipe, and the alias moved onto it."""
     body = action.body
-    if isinstance(body, templating.BuildTemplateBody):
+    if isinstance(body, planning.BuildTemplateBody):
         alias = body.spec.alias
-    elif isinstance(body, templating.CopyTemplateBody):
+    elif isinstance(body, planning.CopyTemplateBody):
         alias = body.alias
     else:
         raise Refused(f"{action.id}: {action.kind} of a template without its body")
@@ -309,11 +310,11 @@ def _apply_profile(
         assert isinstance(body, planning.ProfileBody)
         if name in profiles:
             raise Refused(f"profile {name} already exists")
-        profiles[name] = state.ProfileObs(**body.create_request())
+        profiles[name] = state.ProfileObs(**requests.create_profile_request(body))
     elif action.kind is planning.ActionKind.UPDATE:
         assert isinstance(body, planning.ProfileBody)
         current = profiles[name].model_dump()
-        profiles[name] = state.ProfileObs(name=name, **planning.put_request(body, current))
+        profiles[name] = state.ProfileObs(name=name, **requests.put_request(body, current))
     elif action.kind is planning.ActionKind.DELETE:
         users = [i.name for i in instances.values() if name in i.profiles]
         if users:
@@ -333,7 +334,7 @@ def _apply_instance(
     kind = action.kind
     if kind is planning.ActionKind.CREATE:
         assert isinstance(body, planning.CreateInstanceBody)
-        request = body.request()
+        request = requests.create_instance_request(body)
         missing = [p for p in request["profiles"] if p not in profiles]
         if name in instances or missing:
             raise Refused(f"create {name}: exists or missing profiles {missing}")
@@ -347,7 +348,7 @@ def _apply_instance(
     elif kind is planning.ActionKind.UPDATE:
         assert isinstance(body, planning.InstanceBody)
         current = instances[name]
-        request = planning.put_request(body, current.model_dump())
+        request = requests.put_request(body, current.model_dump())
         if any(k.startswith("volatile.idmap") for k in current.config) and not any(
             k.startswith("volatile.idmap") for k in request["config"]
         ):
@@ -380,7 +381,7 @@ def plan_scenario(scenario: Mapping[str, Any], **options: Any) -> planning.Plan:
     fleet = fleet_from(scenario["fleet"])
     site = site_from(scenario.get("site"))
     snapshot = snapshot_from(scenario["observed"], fleet, site)
-    return planning.make_plan(fleet, snapshot, site, **options)
+    return planner.make_plan(fleet, snapshot, site, **options)
 
 
 def check_golden(path: Path, text: str) -> None:

@@ -35,7 +35,8 @@ import pytest
 import yaml
 
 from lxdgpu_reconcile.planning import desired as desiring
-from lxdgpu_reconcile.planning import plan as planning
+from lxdgpu_reconcile.planning import model as planning
+from lxdgpu_reconcile.planning import planner
 from tests.unit.planning import support
 
 CASES = sorted((Path(__file__).parent / "cases").glob("*.yaml"))
@@ -52,7 +53,7 @@ def _plan(case: dict[str, Any]) -> tuple[planning.Plan, Any, Any, Any]:
     snapshot = support.snapshot_from(case.get("observed") or {"h1": {}}, fleet, site)
     options = case.get("options") or {}
     adopt = options.get("adopt", False)
-    made = planning.make_plan(
+    made = planner.make_plan(
         fleet,
         snapshot,
         site,
@@ -124,7 +125,7 @@ def test_second_plan_holds_only_what_the_first_held_back(path: Path) -> None:
     case = _load(path)
     made, fleet, site, snapshot = _plan(case)
     after = support.simulate_apply(made, snapshot)
-    again = planning.build_plan(
+    again = planner.build_plan(
         desiring.expand(fleet, after, site, targets=made.options.targets),
         after,
         prune=made.options.prune,

@@ -10,8 +10,9 @@ from typing import Any
 
 from lxdgpu_reconcile import site as sites
 from lxdgpu_reconcile import state
-from lxdgpu_reconcile.planning import fingerprint, rules
-from lxdgpu_reconcile.planning import plan as planning
+from lxdgpu_reconcile.execute import requests
+from lxdgpu_reconcile.planning import fingerprint, planner, rules
+from lxdgpu_reconcile.planning import model as planning
 from tests.unit.planning import support
 
 FLEET: dict[str, Any] = {
@@ -65,9 +66,9 @@ def _converge(
     fleet_data: dict[str, Any], snapshot: state.FleetSnapshot, site: sites.Site, **options: Any
 ) -> tuple[planning.Plan, state.FleetSnapshot]:
     fleet = support.fleet_from(fleet_data)
-    made = planning.make_plan(fleet, snapshot, site, **options)
+    made = planner.make_plan(fleet, snapshot, site, **options)
     after = support.simulate_apply(made, snapshot)
-    again = planning.make_plan(fleet, after, site, **options)
+    again = planner.make_plan(fleet, after, site, **options)
     assert [a.id for a in again.actions if a.pending is None] == []
     return made, after
 
@@ -162,7 +163,7 @@ def test_put_request_keeps_what_the_plan_leaves_alone() -> None:
         },
         "devices": {"gpu0": {"type": "gpu"}, "old": {"type": "disk", "path": "/o"}},
     }
-    assert planning.put_request(body, current) == {
+    assert requests.put_request(body, current) == {
         "architecture": "x86_64",
         "description": "hand-written",
         "ephemeral": False,
@@ -198,7 +199,7 @@ def test_held_back_restart_is_valid_after_the_live_part() -> None:
         }
     }
     snapshot = support.snapshot_from(observed, fleet, sites.REAL)
-    made = planning.make_plan(fleet, snapshot, sites.REAL)
+    made = planner.make_plan(fleet, snapshot, sites.REAL)
     assert [a.pending is None for a in made.actions] == [True, False, False, False]
     hosts = tuple(
         host.model_copy(
@@ -207,7 +208,7 @@ def test_held_back_restart_is_valid_after_the_live_part() -> None:
         for host in made.hosts
     )
     after = support.simulate_apply(made.model_copy(update={"hosts": hosts}), snapshot)
-    assert planning.make_plan(fleet, after, sites.REAL).actions == ()
+    assert planner.make_plan(fleet, after, sites.REAL).actions == ()
 
 
 def test_fingerprint_ignores_power_state_and_lxd_keys() -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from lxdgpu_reconcile import site as sites
-from lxdgpu_reconcile.planning import plan as planning
+from lxdgpu_reconcile.planning import model as planning
+from lxdgpu_reconcile.planning import planner
 from tests.unit.planning import support
 
 MANAGED = {"user.lxdgpu.managed": "true", "security.protection.delete": "false"}
@@ -53,7 +54,7 @@ OBSERVED: dict[str, Any] = {
 def _plan() -> planning.Plan:
     fleet = support.fleet_from(FLEET)
     snapshot = support.snapshot_from(OBSERVED, fleet, sites.REAL)
-    return planning.make_plan(fleet, snapshot, sites.REAL, prune=True, allow_restart=True)
+    return planner.make_plan(fleet, snapshot, sites.REAL, prune=True, allow_restart=True)
 
 
 def test_order_on_one_host() -> None:

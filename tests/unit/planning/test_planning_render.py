@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from lxdgpu_reconcile.planning import plan as planning
+from lxdgpu_reconcile.planning import model as planning
 from lxdgpu_reconcile.report import plan_json, plan_text
 from tests.unit.planning import support
 

@@ -8,9 +8,9 @@ import pytest
 
 from lxdgpu_reconcile import site as sites
 from lxdgpu_reconcile import state
-from lxdgpu_reconcile.planning import plan as planning
-from lxdgpu_reconcile.planning import templates as templating
-from lxdgpu_reconcile.spec.models import Fleet
+from lxdgpu_reconcile.fleet.models import Fleet
+from lxdgpu_reconcile.planning import model as planning
+from lxdgpu_reconcile.planning import planner
 from lxdgpu_reconcile.templates import recipe
 from tests.unit.planning import support
 
@@ -65,7 +65,7 @@ def host(name: str, *images: state.ImageObs, **more: Any) -> state.HostSnapshot:
 
 def plan_of(h1: state.HostSnapshot, h2: state.HostSnapshot) -> planning.Plan:
     snapshot = state.FleetSnapshot(hosts={"h1": h1, "h2": h2})
-    return planning.make_plan(FLEET, snapshot, sites.REAL)
+    return planner.make_plan(FLEET, snapshot, sites.REAL)
 
 
 def kinds(plan: planning.Plan, host: str) -> list[tuple[str, str, str | None]]:
@@ -81,7 +81,7 @@ def test_missing_alias_is_built_then_copied_then_the_container_created() -> None
     copy, create = plan.hosts[1].actions[:2]
     assert copy.depends_on == (build.id,)  # across hosts: the copy waits for the build
     assert copy.id in create.depends_on
-    assert isinstance(build.body, templating.BuildTemplateBody)
+    assert isinstance(build.body, planning.BuildTemplateBody)
     assert build.body.recipe_hash == recipe_hash()
     assert build.body.base_source == {"type": "image", "fingerprint": BASE.fingerprint}
     assert plan.summary.builds == 1 and plan.summary.copies == 1
@@ -150,7 +150,7 @@ def test_a_held_back_build_holds_back_the_copy_on_the_other_host() -> None:
         },
     )
     snapshot = state.FleetSnapshot(hosts={"h1": h1, "h2": host("h2")})
-    plan = planning.make_plan(fleet_with_h1_user, snapshot, sites.REAL)
+    plan = planner.make_plan(fleet_with_h1_user, snapshot, sites.REAL)
     assert not plan.hosts[0].applyable  # the untagged container blocks h1
     copy = plan.hosts[1].actions[0]
     assert copy.kind is planning.ActionKind.COPY
@@ -166,7 +166,7 @@ def test_leftover_build_container_is_removed_not_pruned_as_a_user(prune: bool) -
     )
     h1 = host("h1", BASE, built(), instances={leftover.name: leftover})
     snapshot = state.FleetSnapshot(hosts={"h1": h1, "h2": host("h2", built())})
-    plan = planning.make_plan(FLEET, snapshot, sites.REAL, prune=prune)
+    plan = planner.make_plan(FLEET, snapshot, sites.REAL, prune=prune)
     assert kinds(plan, "h1") == [
         ("stop", leftover.name, None),
         ("delete", leftover.name, None),
@@ -196,7 +196,7 @@ def test_a_copy_whose_build_host_is_outside_the_targets_waits_pending() -> None:
     for it) is held back instead of depending on an action apply would never perform."""
     snapshot = state.FleetSnapshot(hosts={"h1": host("h1", BASE), "h2": host("h2")})
     for target in ("h2", "ann"):
-        plan = planning.make_plan(FLEET, snapshot, sites.REAL, targets=(target,))
+        plan = planner.make_plan(FLEET, snapshot, sites.REAL, targets=(target,))
         assert [h.host for h in plan.hosts] == ["h2"]
         copy, create, start = plan.actions
         assert copy.depends_on == ("h1/template/tools/template-build",)
@@ -204,7 +204,7 @@ def test_a_copy_whose_build_host_is_outside_the_targets_waits_pending() -> None:
         assert "h1 is outside --target" in (copy.pending or "")
         assert [create.hold, start.hold] == [planning.Hold.DEPENDENCY] * 2
         assert plan.summary.pending == 2 and plan.summary.create == 0
-    (build,) = planning.make_plan(FLEET, snapshot, sites.REAL, targets=("h1",)).actions
+    (build,) = planner.make_plan(FLEET, snapshot, sites.REAL, targets=("h1",)).actions
     assert (build.kind, build.pending) == (planning.ActionKind.BUILD, None)
 
 
@@ -236,4 +236,4 @@ def test_applied_template_plan_leaves_nothing_to_do(
     made = plan_of(h1, h2)
     assert made.actions and not made.all_errors
     after = support.simulate_apply(made, state.FleetSnapshot(hosts={"h1": h1, "h2": h2}))
-    assert planning.make_plan(FLEET, after, sites.REAL).actions == ()
+    assert planner.make_plan(FLEET, after, sites.REAL).actions == ()

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from lxdgpu_reconcile import state
-from lxdgpu_reconcile.planning import plan as planning
-from lxdgpu_reconcile.planning import saved as saving
+from lxdgpu_reconcile.planning import model as planning
+from lxdgpu_reconcile.planning import planner, saving
 from lxdgpu_reconcile.planning.common import ObjectKind, ObjectRef
 from lxdgpu_reconcile.report import plan_json, saved_text
 from tests.unit.planning import support
@@ -40,7 +40,7 @@ def _made(observed: dict[str, Any] = OBSERVED) -> tuple[planning.Plan, state.Fle
     fleet = support.fleet_from(FLEET)
     site = support.site_from(None)
     snapshot = support.snapshot_from(observed, fleet, site)
-    return planning.make_plan(fleet, snapshot, site), snapshot
+    return planner.make_plan(fleet, snapshot, site), snapshot
 
 
 def _saved() -> saving.SavedPlan:
@@ -155,7 +155,7 @@ def test_the_planned_state_is_rebuilt_for_restart_updates_too() -> None:
     fleet = support.fleet_from(FLEET)
     site = support.site_from(None)
     _, snapshot = _made()
-    made = planning.make_plan(fleet, snapshot, site, allow_restart=True)
+    made = planner.make_plan(fleet, snapshot, site, allow_restart=True)
     saved = saving.save(
         made,
         snapshot,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lxdgpu_reconcile.execute.results import ActionResult, ApplyReport, Outcome
-from lxdgpu_reconcile.planning import plan as planning
+from lxdgpu_reconcile.planning import model as planning
 from lxdgpu_reconcile.planning.common import ErrorCode, ObjectKind, ObjectRef, PlanError
 from lxdgpu_reconcile.reconcile import outcome
 

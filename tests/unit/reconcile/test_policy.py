@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from lxdgpu_reconcile.planning import plan as planning
+from lxdgpu_reconcile.fleet.models import ReconcilePolicy
+from lxdgpu_reconcile.planning import model as planning
+from lxdgpu_reconcile.planning import planner
 from lxdgpu_reconcile.planning.common import ObjectKind, ObjectRef
 from lxdgpu_reconcile.reconcile import policy
-from lxdgpu_reconcile.spec.models import ReconcilePolicy
 from tests.unit.planning import support
 from tests.unit.planning.test_planning_templates import BASE, host, plan_of
 
@@ -107,7 +108,7 @@ def _governed(policy_data: dict[str, Any], now: str) -> planning.Plan:
     site = support.site_from(None)
     snapshot = support.snapshot_from(RESTART["observed"], fleet, site)
     decision = policy.decide(ReconcilePolicy.model_validate(policy_data), at(now))
-    made = planning.make_plan(
+    made = planner.make_plan(
         fleet, snapshot, site, prune=decision.prune, allow_restart=decision.allow_restart
     )
     return policy.govern(made, decision)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lxdgpu_reconcile.planning import plan as planning
+from lxdgpu_reconcile.planning import model as planning
 from lxdgpu_reconcile.planning.common import ErrorCode, ObjectKind, ObjectRef, PlanError
 from lxdgpu_reconcile.report import plan_markdown
 from tests.unit.planning import support

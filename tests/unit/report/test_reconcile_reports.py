@@ -8,11 +8,12 @@ import json
 from typing import Any
 
 from lxdgpu_reconcile.execute.results import ActionResult, ApplyReport, Outcome
-from lxdgpu_reconcile.planning import plan as planning
+from lxdgpu_reconcile.fleet.models import ReconcilePolicy
+from lxdgpu_reconcile.planning import model as planning
+from lxdgpu_reconcile.planning import planner
 from lxdgpu_reconcile.reconcile import policy
 from lxdgpu_reconcile.reconcile.outcome import Result, Run, result_of
 from lxdgpu_reconcile.report import metrics, reconcile_log, reconcile_text
-from lxdgpu_reconcile.spec.models import ReconcilePolicy
 from tests.unit.planning import support
 
 START = datetime.datetime(2026, 3, 1, 2, 15, tzinfo=datetime.UTC)
@@ -48,7 +49,7 @@ def _run(*, failed: bool = False) -> Run:
     site = support.site_from(None)
     snapshot = support.snapshot_from(SCENARIO["observed"], fleet, site)
     decision = policy.decide(ReconcilePolicy(), datetime.time(2, 15))
-    made = policy.govern(planning.make_plan(fleet, snapshot, site), decision)
+    made = policy.govern(planner.make_plan(fleet, snapshot, site), decision)
     results = []
     for action in made.actions:
         if action.pending is not None:

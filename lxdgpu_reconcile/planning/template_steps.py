@@ -27,38 +27,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from lxdgpu_reconcile import state
+from lxdgpu_reconcile.fleet import models
 from lxdgpu_reconcile.planning import diff, fingerprint, rules
-from lxdgpu_reconcile.planning.common import ErrorCode, Frozen, ObjectKind, ObjectRef, PlanError
-from lxdgpu_reconcile.spec import models
+from lxdgpu_reconcile.planning.common import ErrorCode, ObjectKind, ObjectRef, PlanError
+from lxdgpu_reconcile.planning.model import BuildTemplateBody, CopyTemplateBody
 from lxdgpu_reconcile.templates import recipe
-
-
-class BuildTemplateBody(Frozen):
-    """Build ``template`` on the host and point its alias at the new image.
-
-    The executor first looks for an image of this template already built from ``recipe_hash``
-    (e.g. ``ALIAS-previous`` after the fleet file was reverted) and points the alias back at it
-    instead of building. File contents are not in the plan: the executor reads them from the
-    fleet's folder and checks them against ``recipe_hash``.
-    """
-
-    body: Literal["build-template"] = "build-template"
-    template: str
-    spec: models.Template
-    recipe_hash: str
-    #: What the base contributed to ``recipe_hash`` (``recipe.base_key``).
-    base_key: str
-    base_source: dict[str, str]
-
-
-class CopyTemplateBody(Frozen):
-    """Copy the image ``alias`` names on ``source_host`` (built from ``recipe_hash``) here."""
-
-    body: Literal["copy-template"] = "copy-template"
-    template: str
-    alias: str
-    source_host: str
-    recipe_hash: str
 
 
 @dataclass(frozen=True)

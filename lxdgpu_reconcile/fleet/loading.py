@@ -20,10 +20,10 @@ import pydantic
 import yaml
 from pydantic_core import ErrorDetails
 
-from lxdgpu_reconcile.spec import rules
-from lxdgpu_reconcile.spec.models import FORMAT_VERSION, Fleet
-from lxdgpu_reconcile.spec.yamlsource import Document, Mark, parse
-from lxdgpu_reconcile.spec.yamlsource import Path as KeyPath
+from lxdgpu_reconcile.fleet import checks as rules
+from lxdgpu_reconcile.fleet.models import FORMAT_VERSION, Fleet
+from lxdgpu_reconcile.fleet.yamlsource import Document, Mark, parse
+from lxdgpu_reconcile.fleet.yamlsource import Path as KeyPath
 
 
 @dataclass(frozen=True, order=True)

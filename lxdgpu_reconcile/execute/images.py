@@ -28,8 +28,8 @@ from urllib.parse import quote
 
 from lxdgpu_reconcile.execute import commands, lxdops
 from lxdgpu_reconcile.execute.lxdops import LxdError
+from lxdgpu_reconcile.fleet.models import Template
 from lxdgpu_reconcile.observe import reading
-from lxdgpu_reconcile.spec.models import Template
 from lxdgpu_reconcile.state import TAG_ROLE, ImageObs
 from lxdgpu_reconcile.templates import recipe
 

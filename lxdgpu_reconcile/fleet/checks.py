@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from lxdgpu_reconcile.spec.models import INSTANCE_NAME_RE, Fleet
-from lxdgpu_reconcile.spec.yamlsource import Path
+from lxdgpu_reconcile.fleet.models import INSTANCE_NAME_RE, Fleet
+from lxdgpu_reconcile.fleet.yamlsource import Path
 
 #: LXD always has this profile, so it may be referenced without being declared.
 BUILTIN_PROFILE = "default"

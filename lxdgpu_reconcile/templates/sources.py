@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lxdgpu_reconcile.spec.models import Template
+from lxdgpu_reconcile.fleet.models import Template
 
 
 class TemplateFileError(Exception):

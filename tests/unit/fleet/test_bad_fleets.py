@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lxdgpu_reconcile.spec.loading import load_fleet
+from lxdgpu_reconcile.fleet.loading import load_fleet
 
 CASES = sorted((Path(__file__).parent / "bad").glob("*.yaml"))
 EXPECT = re.compile(r"^# expect: (\d+) (\S*)\s*: (.+)$")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lxdgpu_reconcile.spec.loading import load_fleet, load_text
+from lxdgpu_reconcile.fleet.loading import load_fleet, load_text
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lxdgpu_reconcile.lab.errors import LabError, LabMissingError
+from lxdgpu_reconcile.lab.faults import LabError, LabMissingError
 
 STATE_FILE = "lab.json"
 #: Record format; bump when the shape changes incompatibly.

@@ -28,7 +28,7 @@ import pydantic
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.planning import diff, rules
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
-from lxdgpu_reconcile.planning import plan as plans
+from lxdgpu_reconcile.planning import model as plans
 from lxdgpu_reconcile.planning.common import Frozen, ObjectKind, ObjectRef
 
 KIND: Literal["lxdgpu-reconcile-saved-plan"] = "lxdgpu-reconcile-saved-plan"

@@ -1,0 +1,300 @@
+"""One reachable host's plan: its actions, errors and notes, then their order. Pure: no I/O.
+
+``HostPlanner`` collects the template steps, profile writes (here), container creates, updates
+and deletes (``planning.instance_steps``) of one host, then orders them by phase (``_STEPS``)
+and holds back what a pause, a host error or a pending dependency stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from lxdgpu_reconcile import state
+from lxdgpu_reconcile.planning import desired as desiring
+from lxdgpu_reconcile.planning import diff, rules
+from lxdgpu_reconcile.planning import fingerprint as fingerprints
+from lxdgpu_reconcile.planning import template_steps as templating
+from lxdgpu_reconcile.planning.common import ErrorCode, ObjectKind, ObjectRef, PlanError
+from lxdgpu_reconcile.planning.instance_steps import InstanceSteps
+from lxdgpu_reconcile.planning.model import (
+    Action,
+    ActionKind,
+    Body,
+    Cause,
+    Hold,
+    HostPlan,
+    PlanOptions,
+    ProfileBody,
+)
+from lxdgpu_reconcile.planning.updates import cause_of, drift_or_change
+
+#: Steps of an object's actions: the phase they run in, and their order within it.
+_STEPS: dict[str, tuple[int, int]] = {
+    "leftover-stop": (-2, 0),
+    "leftover-delete": (-2, 1),
+    "template-build": (-1, 0),
+    "template-copy": (-1, 1),
+    "profile-write": (0, 0),
+    "create": (1, 0),
+    "stop": (2, 0),
+    "update": (2, 1),
+    "restart-stop": (2, 2),
+    "restart-update": (2, 3),
+    "start": (3, 0),
+    "restart-start": (3, 1),
+    "delete-stop": (4, 0),
+    "delete": (4, 1),
+    "profile-delete": (5, 0),
+}
+_HOST_ERRORS = "not applied: this host has plan errors"
+_PAUSED = "paused in the fleet file ({key}.paused: true)"
+
+
+class HostPlanner(InstanceSteps):
+    """Collects the actions and errors of one reachable host, then orders them."""
+
+    def __init__(
+        self,
+        want: desiring.DesiredHost,
+        snap: state.HostSnapshot,
+        preserve: rules.Preserve,
+        options: PlanOptions,
+        adopted: set[str],
+        templates: templating.TemplatePlan,
+    ) -> None:
+        self.want = want
+        self.snap = snap
+        self.host = want.host
+        self.preserve = preserve
+        self.options = options
+        self.adopted = adopted
+        self.templates = templates
+        self.actions: list[tuple[str, Action]] = []
+        self.errors: list[PlanError] = [*want.errors, *templates.errors.get(self.host, ())]
+        self.notes: list[str] = [*want.notes, *templates.notes.get(self.host, ())]
+        self.profile_writes: dict[str, str] = {}
+        self.leaving: dict[str, list[str]] = {}
+        self.deleted: set[str] = set()
+        self.blocked: set[str] = set()
+        #: Paused containers (of paused users) -> the fleet key that pauses them.
+        self.paused: dict[str, str] = {
+            name: f"users.{want.user}" for name, want in want.instances.items() if want.paused
+        }
+        for name, obs in snap.instances.items():
+            user = obs.config.get(state.TAG_USER, "")
+            if obs.managed and user in want.paused_users:
+                self.paused.setdefault(name, f"users.{user}")
+
+    def run(self) -> HostPlan:
+        self._check_external_profiles()
+        self._template_steps()
+        for name in self.want.profiles:
+            self._profile(self.want.profiles[name])
+        for name in sorted(self.want.instances):
+            self._instance(self.want.instances[name])
+        self._prune_instances()
+        if self.want.prune.whole_host:
+            self._prune_profiles()
+        return HostPlan(
+            host=self.host,
+            applyable=not self.errors,
+            errors=tuple(self.errors),
+            notes=tuple(self.notes),
+            actions=self._ordered(),
+        )
+
+    # --- bookkeeping ---
+
+    def action_id(self, ref: ObjectRef, step: str) -> str:
+        return f"{self.host}/{ref.kind.value}/{ref.name}/{step}"
+
+    def add(
+        self,
+        kind: ActionKind,
+        ref: ObjectRef,
+        step: str,
+        *,
+        reason: str,
+        changes: Iterable[diff.FieldChange] = (),
+        restart: bool = False,
+        pending: str | None = None,
+        depends_on: Iterable[str] = (),
+        part_of: str | None = None,
+        body: Body | None = None,
+        observed: str | None = None,
+        adopt: bool = False,
+        cause: Cause | None = None,
+        hold: Hold | None = None,
+    ) -> str:
+        action_id = self.action_id(ref, step)
+        action = Action(
+            id=action_id,
+            kind=kind,
+            host=self.host,
+            object=ref,
+            changes=tuple(changes),
+            restart=restart,
+            reason=reason,
+            pending=pending,
+            depends_on=tuple(dict.fromkeys(depends_on)),
+            part_of=part_of,
+            body=body,
+            observed=observed,
+            adopt=adopt,
+            cause=cause,
+            hold=hold if pending is not None else None,
+        )
+        self.actions.append((step, action))
+        return action_id
+
+    def _error(self, code: ErrorCode, ref: ObjectRef, message: str, *fixes: str) -> None:
+        self.errors.append(
+            PlanError(code=code, host=self.host, object=ref, message=message, fixes=fixes)
+        )
+        self.blocked.add(ref.name)
+
+    def _adopts(self, *names: str) -> bool:
+        adopt = self.options.adopt
+        if adopt is True:
+            return True
+        if adopt is False:
+            return False
+        found = [name for name in names if name in adopt]
+        self.adopted.update(found)
+        return bool(found)
+
+    # --- templates ---
+
+    def _template_steps(self) -> None:
+        """The template builds and copies, and leftover build containers, of this host."""
+        for step in self.templates.steps.get(self.host, ()):
+            self.add(
+                ActionKind(step.kind),
+                step.object,
+                step.step,
+                reason=step.reason,
+                changes=step.changes,
+                depends_on=step.depends_on,
+                part_of=step.part_of,
+                body=step.body,
+                observed=step.observed,
+            )
+
+    # --- profiles ---
+
+    def _check_external_profiles(self) -> None:
+        for name in self.want.external_profiles:
+            if name not in self.snap.profiles:
+                self._error(
+                    ErrorCode.MISSING_PROFILE,
+                    ObjectRef(kind=ObjectKind.PROFILE, name=name),
+                    f"profile {name} is used by containers on {self.host} but is neither declared "
+                    "in the fleet file nor on the host",
+                    f"declare it under profiles: (lxdgpu-reconcile then creates it on {self.host})",
+                    f"or create it by hand: lxc profile create {self.host}:{name}",
+                )
+
+    def _profile(self, want: desiring.DesiredProfile) -> None:
+        ref = ObjectRef(kind=ObjectKind.PROFILE, name=want.name)
+        wanted = diff.essence(
+            config=want.config,
+            devices=want.devices,
+            description=want.description,
+            preserve=self.preserve,
+        )
+        body = ProfileBody(
+            name=want.name,
+            description=want.description,
+            config=want.config,
+            devices=want.devices,
+            preserve=self.preserve,
+        )
+        obs = self.snap.profiles.get(want.name)
+        if obs is None:
+            changes = diff.diff(wanted, diff.EMPTY)
+            self.profile_writes[want.name] = self.add(
+                ActionKind.CREATE,
+                ref,
+                "profile-write",
+                reason=f"not on {self.host}",
+                changes=changes,
+                body=body,
+                cause=Cause.ABSENT,
+            )
+            return
+        reason = self._profile_reason(want, obs)
+        if reason is None:
+            return
+        changes = diff.diff(wanted, diff.profile_essence(obs, self.preserve))
+        if changes:
+            self.profile_writes[want.name] = self.add(
+                ActionKind.UPDATE,
+                ref,
+                "profile-write",
+                reason=reason,
+                changes=changes,
+                body=body,
+                observed=fingerprints.profile(obs, self.preserve),
+                adopt=not obs.managed,
+                cause=cause_of(want.config, obs.config) if obs.managed else Cause.ADOPT,
+            )
+
+    def _profile_reason(self, want: desiring.DesiredProfile, obs: state.ProfileObs) -> str | None:
+        """Why the profile is updated; None (with an error recorded) when it may not be."""
+        if obs.managed:
+            return drift_or_change(want.config, obs.config)
+        if want.name == desiring.DEFAULT_PROFILE:
+            return (
+                "LXD creates the default profile on every host; the fleet file declares it, so "
+                "it is tagged and managed from now on"
+            )
+        if self._adopts(want.name):
+            return "adopted (--adopt): tagged and managed from now on"
+        self._error(
+            ErrorCode.UNTAGGED_PROFILE,
+            ObjectRef(kind=ObjectKind.PROFILE, name=want.name),
+            f"profile {want.name} on {self.host} was not made by lxdgpu-reconcile (it has no "
+            f"{state.TAG_MANAGED} tag), and the fleet file wants a profile of that name",
+            f"rename it: lxc profile rename {self.host}:{want.name} {want.name}-old",
+            f"or adopt it: --adopt {want.name} (tags it; lxdgpu-reconcile then manages it)",
+        )
+        return None
+
+    # --- order ---
+
+    def _ordered(self) -> tuple[Action, ...]:
+        ranked = sorted(
+            self.actions,
+            key=lambda item: (_STEPS[item[0]][0], item[1].object.name, _STEPS[item[0]][1]),
+        )
+        done: dict[str, Action] = {}
+        for _, action in ranked:
+            local = (dep for dep in action.depends_on if dep.startswith(f"{self.host}/"))
+            missing = [dep for dep in local if dep not in done]
+            if missing:
+                raise AssertionError(f"{action.id} is ordered before {', '.join(missing)}")
+            pending, hold = self._paused(action) or (action.pending, action.hold)
+            if pending is None:
+                pending, hold = self._held_back(action, done)
+            if (pending, hold) != (action.pending, action.hold):
+                action = action.model_copy(update={"pending": pending, "hold": hold})
+            done[action.id] = action
+        return tuple(done.values())
+
+    def _paused(self, action: Action) -> tuple[str, Hold] | None:
+        """Why ``action`` is left alone by a ``paused: true`` in the fleet file, if it is."""
+        if self.want.paused:
+            return _PAUSED.format(key=f"hosts.{self.host}"), Hold.PAUSED
+        if action.object.kind is ObjectKind.INSTANCE and action.object.name in self.paused:
+            return _PAUSED.format(key=self.paused[action.object.name]), Hold.PAUSED
+        return None
+
+    def _held_back(
+        self, action: Action, done: Mapping[str, Action]
+    ) -> tuple[str | None, Hold | None]:
+        if self.errors:
+            return _HOST_ERRORS, Hold.HOST_ERRORS
+        for dep in action.depends_on:
+            if dep in done and done[dep].pending is not None:
+                return f"waits for {dep}, which is pending", Hold.DEPENDENCY
+        return None, None

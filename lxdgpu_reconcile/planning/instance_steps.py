@@ -1,0 +1,348 @@
+"""The containers of one host in its plan: creates, updates and deletes. Pure: no I/O.
+
+``InstanceSteps`` is the part of ``host_planner.HostPlanner`` that looks at containers: it checks
+that an existing container may be touched (tagged, owned by the user, a container in a state the
+tool handles), creates missing ones, turns differences into updates (``planning.updates``), and
+deletes what the fleet file no longer has, only with ``--prune``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from lxdgpu_reconcile import state
+from lxdgpu_reconcile.planning import desired as desiring
+from lxdgpu_reconcile.planning import diff, rules
+from lxdgpu_reconcile.planning import fingerprint as fingerprints
+from lxdgpu_reconcile.planning import template_steps as templating
+from lxdgpu_reconcile.planning.common import ErrorCode, ObjectKind, ObjectRef, PowerState
+from lxdgpu_reconcile.planning.model import (
+    Action,
+    ActionKind,
+    Body,
+    Cause,
+    CreateInstanceBody,
+    Hold,
+    PlanOptions,
+)
+from lxdgpu_reconcile.planning.updates import (
+    STATUS,
+    Update,
+    cause_of,
+    drift_or_change,
+    state_change,
+)
+from lxdgpu_reconcile.templates import recipe
+
+_NEEDS_PRUNE = "kept: deletes happen only with --prune"
+
+
+class InstanceSteps:
+    """Container steps of a host plan; ``HostPlanner`` provides the state and ``add``."""
+
+    host: str
+    want: desiring.DesiredHost
+    snap: state.HostSnapshot
+    preserve: rules.Preserve
+    options: PlanOptions
+    templates: templating.TemplatePlan
+    actions: list[tuple[str, Action]]
+    notes: list[str]
+    profile_writes: dict[str, str]
+    leaving: dict[str, list[str]]
+    deleted: set[str]
+    blocked: set[str]
+
+    def action_id(self, ref: ObjectRef, step: str) -> str:
+        raise NotImplementedError
+
+    def add(
+        self,
+        kind: ActionKind,
+        ref: ObjectRef,
+        step: str,
+        *,
+        reason: str,
+        changes: Iterable[diff.FieldChange] = (),
+        restart: bool = False,
+        pending: str | None = None,
+        depends_on: Iterable[str] = (),
+        part_of: str | None = None,
+        body: Body | None = None,
+        observed: str | None = None,
+        adopt: bool = False,
+        cause: Cause | None = None,
+        hold: Hold | None = None,
+    ) -> str:
+        raise NotImplementedError
+
+    def _error(self, code: ErrorCode, ref: ObjectRef, message: str, *fixes: str) -> None:
+        raise NotImplementedError
+
+    def _adopts(self, *names: str) -> bool:
+        raise NotImplementedError
+
+    # --- containers ---
+
+    def _instance(self, want: desiring.DesiredInstance) -> None:
+        obs = self.snap.instances.get(want.name)
+        if obs is None:
+            self._create(want)
+            return
+        adopting = self._check_instance(want, obs)
+        if adopting is not None:
+            self._update(want, obs, adopting)
+
+    def _check_instance(
+        self, want: desiring.DesiredInstance, obs: state.InstanceObs
+    ) -> bool | None:
+        """Whether ``obs`` is adopted (True) or already managed (False); None if it may not be
+        touched (an error is recorded)."""
+        ref = ObjectRef(kind=ObjectKind.INSTANCE, name=want.name)
+        where = f"{self.host}:{want.name}"
+        if obs.type != "container":
+            self._error(
+                ErrorCode.NOT_A_CONTAINER,
+                ref,
+                f"{want.name} on {self.host} is a {obs.type}, and the fleet wants a container of "
+                "that name",
+                f"rename it: lxc rename {where} {want.name}-old",
+                f"or give user {want.user} another container name (users.{want.user}.container)",
+            )
+            return None
+        adopting = False
+        if not obs.managed:
+            if not self._adopts(want.name, want.user):
+                self._error(
+                    ErrorCode.UNTAGGED_INSTANCE,
+                    ref,
+                    f"container {want.name} on {self.host} was not made by lxdgpu-reconcile (it "
+                    f"has no {state.TAG_MANAGED} tag), and user {want.user} needs a container of "
+                    "that name",
+                    f"rename it: lxc rename {where} {want.name}-old",
+                    f"or adopt it: --adopt {want.name} (tags it; lxdgpu-reconcile then manages it)",
+                )
+                return None
+            adopting = True
+        owner = obs.config.get(state.TAG_USER)
+        if not adopting and owner != want.user:
+            self._error(
+                ErrorCode.OTHER_OWNER,
+                ref,
+                f"container {want.name} on {self.host} is tagged for user {owner}, not {want.user}",
+                f"give user {want.user} another container name (users.{want.user}.container)",
+                f"or remove it by hand when {owner}'s data is safe: lxc delete {where}",
+            )
+            return None
+        if obs.status not in STATUS:
+            self._error(
+                ErrorCode.UNSUPPORTED_STATUS,
+                ref,
+                f"container {want.name} on {self.host} is {obs.status}",
+                f"bring it to Running or Stopped by hand (lxc start / lxc stop {where}), then "
+                "plan again",
+            )
+            return None
+        return adopting
+
+    def _wanted(self, want: desiring.DesiredInstance) -> diff.Essence:
+        return diff.essence(
+            config=want.config,
+            devices=want.devices,
+            profiles=want.profiles,
+            preserve=self.preserve,
+        )
+
+    def _profile_deps(self, names: Iterable[str]) -> list[str]:
+        return [self.profile_writes[name] for name in names if name in self.profile_writes]
+
+    def _create(self, want: desiring.DesiredInstance) -> None:
+        ref = ObjectRef(kind=ObjectKind.INSTANCE, name=want.name)
+        image_step = self.templates.ready.get((self.host, want.alias))
+        if self.snap.image_by_alias(want.alias) is None and image_step is None:
+            self._error(
+                ErrorCode.MISSING_IMAGE,
+                ref,
+                f"image {want.alias} (template {want.template}) is not on {self.host}, and "
+                f"{want.name} is created from it",
+                f"build the template on its build host (`lxdgpu-reconcile build {want.template}`)"
+                f" and list {self.host} in its hosts, or copy the image by hand: "
+                f"lxc image copy SERVER:{want.alias} {self.host}: --alias {want.alias}",
+            )
+        wanted = self._wanted(want)
+        body = CreateInstanceBody(
+            name=want.name,
+            alias=want.alias,
+            profiles=want.profiles,
+            config=want.config,
+            devices=want.devices,
+        )
+        create = self.add(
+            ActionKind.CREATE,
+            ref,
+            "create",
+            reason=f"user {want.user} has no container on {self.host}",
+            changes=diff.diff(wanted, diff.EMPTY),
+            depends_on=[*self._profile_deps(want.profiles), *([image_step] if image_step else [])],
+            body=body,
+            cause=Cause.ABSENT,
+        )
+        if want.state is PowerState.RUNNING:
+            self.add(
+                ActionKind.START,
+                ref,
+                "start",
+                reason="start it after creating it",
+                changes=(state_change(PowerState.STOPPED, PowerState.RUNNING),),
+                depends_on=(create,),
+                part_of=create,
+                cause=Cause.ABSENT,
+            )
+
+    def _update(
+        self, want: desiring.DesiredInstance, obs: state.InstanceObs, adopting: bool
+    ) -> None:
+        ref = ObjectRef(kind=ObjectKind.INSTANCE, name=want.name)
+        have = diff.instance_essence(obs, self.preserve)
+        changes = diff.diff(self._wanted(want), have)
+        deps = self._profile_deps(want.profiles)
+        reason = (
+            "adopted (--adopt): tagged and managed from now on"
+            if adopting
+            else drift_or_change(want.config, obs.config)
+        )
+        update = Update(
+            self,
+            ref,
+            have,
+            changes,
+            deps,
+            reason,
+            observed=fingerprints.instance(obs, self.preserve),
+            adopt=adopting,
+            cause=Cause.ADOPT if adopting else cause_of(want.config, obs.config),
+        )
+        if STATUS[obs.status] is PowerState.STOPPED:
+            update.when_stopped(start=want.state is PowerState.RUNNING)
+        elif want.state is PowerState.STOPPED:
+            update.then_stop()
+        else:
+            update.while_running(allow_restart=self.options.allow_restart)
+        writer = self._writer_of(ref, ("profiles",))
+        if writer is not None:
+            for name in obs.profiles:
+                if name not in want.profiles:
+                    self.leaving.setdefault(name, []).append(writer)
+
+    def _writer_of(self, ref: ObjectRef, path: tuple[str, ...]) -> str | None:
+        """The id of the action that writes field ``path`` of ``ref``, if any."""
+        for _, action in self.actions:
+            if action.object == ref and any(c.path == path for c in action.changes):
+                return action.id
+        return None
+
+    # --- deletes ---
+
+    def _prune_instances(self) -> None:
+        for name, obs in sorted(self.snap.instances.items()):
+            if name in self.want.instances or not obs.managed:
+                continue
+            if recipe.is_build_container(obs.config):
+                continue  # a leftover build container: the template steps remove it
+            user = obs.config.get(state.TAG_USER, "")
+            scope = self.want.prune
+            if not scope.whole_host and user not in scope.users:
+                continue
+            self._delete_instance(obs, user)
+
+    def _delete_instance(self, obs: state.InstanceObs, user: str) -> None:
+        ref = ObjectRef(kind=ObjectKind.INSTANCE, name=obs.name)
+        pending, hold = None, None
+        if not self.options.prune:
+            pending, hold = _NEEDS_PRUNE, Hold.PRUNE
+        elif _protected(obs):
+            pending, hold = (
+                "protected by security.protection.delete: release it with "
+                f"`lxc config set {self.host}:{obs.name} security.protection.delete=false`, "
+                "then run with --prune again",
+                Hold.PROTECTED,
+            )
+        delete_id = self.action_id(ref, "delete")
+        deps = []
+        if obs.running:
+            deps.append(
+                self.add(
+                    ActionKind.STOP,
+                    ref,
+                    "delete-stop",
+                    reason="stop it before deleting it",
+                    changes=(state_change(PowerState.RUNNING, PowerState.STOPPED),),
+                    pending=pending,
+                    part_of=delete_id,
+                    cause=Cause.REMOVED,
+                    hold=hold,
+                )
+            )
+        self.add(
+            ActionKind.DELETE,
+            ref,
+            "delete",
+            reason=f"not in the fleet file (tagged for user {user or '?'})",
+            pending=pending,
+            depends_on=deps,
+            observed=fingerprints.instance(obs, None),
+            cause=Cause.REMOVED,
+            hold=hold,
+        )
+        if pending is None:
+            self.deleted.add(obs.name)
+        for profile in obs.profiles:
+            self.leaving.setdefault(profile, []).append(delete_id)
+
+    def _prune_profiles(self) -> None:
+        for name, obs in sorted(self.snap.profiles.items()):
+            if name in self.want.profiles or not obs.managed:
+                continue
+            if name == desiring.DEFAULT_PROFILE:
+                self.notes.append(
+                    f"{self.host}: the default profile is tagged but no longer declared; LXD "
+                    "cannot delete it, so it stays as it is"
+                )
+                continue
+            ref = ObjectRef(kind=ObjectKind.PROFILE, name=name)
+            users = self._users_after(name)
+            pending, hold = None, None
+            if not self.options.prune:
+                pending, hold = _NEEDS_PRUNE, Hold.PRUNE
+            elif users:
+                pending, hold = f"still used by {', '.join(users)}", Hold.IN_USE
+            self.add(
+                ActionKind.DELETE,
+                ref,
+                "profile-delete",
+                reason="no longer needed by the fleet file",
+                pending=pending,
+                depends_on=self.leaving.get(name, ()),
+                observed=fingerprints.profile(obs, None),
+                cause=Cause.REMOVED,
+                hold=hold,
+            )
+
+    def _users_after(self, profile: str) -> list[str]:
+        """Containers that use ``profile`` once this plan is applied."""
+        users = []
+        for name, obs in sorted(self.snap.instances.items()):
+            if name in self.deleted:
+                continue
+            want = self.want.instances.get(name)
+            if want is not None and name not in self.blocked:
+                if profile in want.profiles:
+                    users.append(name)
+            elif profile in obs.profiles:
+                users.append(name)
+        return users
+
+
+def _protected(obs: state.InstanceObs) -> bool:
+    config = obs.expanded_config or obs.config
+    return config.get("security.protection.delete", "false").lower() == "true"
