@@ -14,18 +14,18 @@ from typing import Any
 import requests
 from pylxd import exceptions as lxd_exceptions
 
+from lxdgpu_reconcile.errors import ToolError
+
 #: Default deadline for one LXD operation (create, start, stop, update, delete), in seconds.
 DEFAULT_TIMEOUT = 120.0
 
 
-class LxdError(Exception):
+class LxdError(ToolError):
     """An LXD request or operation failed. ``status`` is the HTTP or operation status code."""
 
     def __init__(self, message: str, *, status: int | None = None, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, hint)
         self.status = status
-        self.hint = hint
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message

@@ -5,8 +5,10 @@ Pure: exception classes only.
 
 from __future__ import annotations
 
+from lxdgpu_reconcile.errors import ToolError
 
-class LabError(Exception):
+
+class LabError(ToolError):
     """A lab operation failed; the message ends with what the admin can do about it."""
 
 

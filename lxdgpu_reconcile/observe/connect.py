@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from pylxd import exceptions as lxd_exceptions
 from pylxd.client import get_session_for_url
 
+from lxdgpu_reconcile.errors import ToolError
 from lxdgpu_reconcile.fleet.models import Host
 from lxdgpu_reconcile.state import HostError, HostErrorKind
 
@@ -40,14 +41,12 @@ _HINT_START_LXD = (
 )
 
 
-class HostConnectError(Exception):
+class HostConnectError(ToolError):
     """A host could not be used: what kind of failure, what happened and what to do next."""
 
     def __init__(self, kind: HostErrorKind, message: str, hint: str = "") -> None:
-        super().__init__(message)
+        super().__init__(message, hint)
         self.kind = kind
-        self.message = message
-        self.hint = hint
 
     def to_host_error(self) -> HostError:
         """The same failure as snapshot data."""

@@ -30,6 +30,7 @@ class ActionKind(StrEnum):
     UPDATE = "update"
     BUILD = "build"
     COPY = "copy"
+    ALIAS = "alias"
     START = "start"
     STOP = "stop"
     DELETE = "delete"
@@ -119,6 +120,18 @@ class CopyTemplateBody(Frozen):
     template: str
     alias: str
     source_host: str
+    recipe_hash: str
+
+
+class AliasTemplateBody(Frozen):
+    """Point ``alias`` back at ``fingerprint``, an image of ``template`` already built from
+    ``recipe_hash`` (e.g. ``ALIAS-previous`` after the fleet file was reverted): no build. The
+    alias's old image becomes ``ALIAS-previous``."""
+
+    body: Literal["alias-template"] = "alias-template"
+    template: str
+    alias: str
+    fingerprint: str
     recipe_hash: str
 
 

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import pydantic
 
 from lxdgpu_reconcile import state
+from lxdgpu_reconcile.errors import ToolError
 from lxdgpu_reconcile.planning import diff, rules
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
 from lxdgpu_reconcile.planning import model as plans
@@ -84,13 +85,8 @@ class Stale(Frozen):
     changes: tuple[diff.FieldChange, ...] = ()
 
 
-class SavedPlanError(Exception):
+class SavedPlanError(ToolError):
     """A file that is not a usable saved plan; ``hint`` says what to do."""
-
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 _REPLAN = "save a plan with `lxdgpu-reconcile plan -f FLEET --out FILE`, then apply FILE"

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lxdgpu_reconcile.errors import ToolError
+
 #: Where the lock lives unless ``--lock-file`` (or ``LXDGPU_LOCK_FILE``) says otherwise: one lock
 #: per machine, shared by every reconcile and apply run on it.
 DEFAULT_LOCK_FILE = Path("/run/lxdgpu-reconcile/reconcile.lock")
@@ -25,17 +27,14 @@ DEFAULT_LOCK_FILE = Path("/run/lxdgpu-reconcile/reconcile.lock")
 POLL_SECONDS = 0.2
 
 
-class LockError(Exception):
+class LockError(ToolError):
     """The lock file cannot be used at all (its directory cannot be made, no permission, ...)."""
-
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 class LockTimeout(LockError):
     """Another run held the lock for the whole wait."""
+
+    exit_status = 4
 
 
 @contextmanager

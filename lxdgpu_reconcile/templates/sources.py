@@ -9,16 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lxdgpu_reconcile.errors import ToolError
 from lxdgpu_reconcile.fleet.models import Template
 
 
-class TemplateFileError(Exception):
+class TemplateFileError(ToolError):
     """A file a template pushes cannot be read; ``hint`` says what to do."""
-
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 def template_files(template: Template, base_dir: Path) -> dict[str, bytes]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from lxdgpu_reconcile.errors import ToolError
 from lxdgpu_reconcile.execute import images as executing
 from lxdgpu_reconcile.execute.lxdops import DEFAULT_TIMEOUT, LxdError
 from lxdgpu_reconcile.fleet.models import Fleet, Template
@@ -27,13 +28,11 @@ from lxdgpu_reconcile.templates.sources import TemplateFileError, template_files
 Connect = Callable[..., Any]
 
 
-class BuildError(Exception):
+class BuildError(ToolError):
     """The template could not be built; ``hint`` says what to do, ``tail`` is a step's output."""
 
     def __init__(self, message: str, hint: str = "", tail: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+        super().__init__(message, hint)
         self.tail = tail
 
 
