@@ -24,8 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lxdgpu_reconcile import state
-from lxdgpu_reconcile.execute import images as images
-from lxdgpu_reconcile.execute import lxdops, requests
+from lxdgpu_reconcile.execute import lxdops, requests, template_actions
 from lxdgpu_reconcile.execute.results import ActionResult, ApplyReport, Event, Outcome
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.observe import connect as connecting
@@ -162,84 +161,27 @@ class _Run:
             return self.build(client, action, body)
         if isinstance(body, plans.CopyTemplateBody):
             return self.copy(client, body)
+        if isinstance(body, plans.AliasTemplateBody):
+            return template_actions.alias(client, body)
         owner = self.actions.get(action.part_of or "")
         return _perform(client, action, self.timeout, owner=owner)
 
     def build(self, client: Any, action: plans.Action, body: plans.BuildTemplateBody) -> str:
+        def show(line: str) -> None:
+            self.notify(Event(action, line=line))
+
         files = self.template_files.get(body.template) or recipe.inline_contents(body.spec)
-        try:
-            now = recipe.recipe_hash(body.spec, body.base_key, file_contents=files)
-        except ValueError as exc:
-            raise lxdops.LxdError(f"template {body.template}: {exc}") from None
-        if now != body.recipe_hash:
-            raise lxdops.StaleObject(
-                f"the files of template {body.template} changed since the plan was made",
-                hint="run plan again",
-            )
-        alias = body.spec.alias
-        kept = recipe.image_with_recipe(images.list_images(client), body.template, now)
-        if kept is not None:
-            images.point_alias(client, alias, kept.fingerprint)
-            return f"{alias} points back at {kept.fingerprint[:12]}, built from this recipe"
-
-        def show(event: images.BuildEvent) -> None:
-            self.notify(Event(action, line=_build_line(event)))
-
-        built = images.build_template(
-            client,
-            body.template,
-            body.spec,
-            recipe_hash=now,
-            files=files,
-            base_source=body.base_source,
-            progress=show,
-            timeout=self.timeout,
-        )
-        images.prune_old_images(client, body.template, timeout=self.timeout)
-        return f"built {built.fingerprint[:12]} in {built.seconds:.0f}s"
+        return template_actions.build(client, body, files=files, timeout=self.timeout, show=show)
 
     def copy(self, client: Any, body: plans.CopyTemplateBody) -> str:
         source = self.open(body.source_host)
         try:
-            return self._copy(source, client, body)
+            endpoint = self.fleet.hosts[body.source_host].endpoint
+            return template_actions.copy(
+                source, client, body, source_endpoint=endpoint, timeout=self.timeout
+            )
         finally:
             source.api.session.close()
-
-    def _copy(self, source: Any, client: Any, body: plans.CopyTemplateBody) -> str:
-        fingerprint = images.alias_target(source, body.alias)
-        image = next((i for i in images.list_images(source) if i.fingerprint == fingerprint), None)
-        if image is None or image.properties.get(recipe.PROP_RECIPE_HASH) != body.recipe_hash:
-            raise lxdops.StaleObject(
-                f"{body.alias} on {body.source_host} is not the image the plan copies",
-                hint="run plan again",
-            )
-        address = images.https_address(source, self.fleet.hosts[body.source_host].endpoint)
-        properties = {
-            k: v
-            for k, v in image.properties.items()
-            if k.startswith(state.TAG_PREFIX) or k == "description"
-        }
-        images.copy_image(
-            source,
-            address,
-            client,
-            image.fingerprint,
-            alias=body.alias,
-            properties=properties,
-            timeout=self.timeout,
-        )
-        images.prune_old_images(client, body.template, timeout=self.timeout)
-        return f"copied {image.fingerprint[:12]} from {body.source_host}"
-
-
-def _build_line(event: images.BuildEvent) -> str:
-    if isinstance(event, images.StepStarted):
-        return f"[{event.number}/{event.total}] {event.command}"
-    if isinstance(event, images.StepOutput):
-        return f"    {event.line}"
-    if isinstance(event, images.StepFinished):
-        return f"[{event.number}/{event.total}] done in {event.seconds:.1f}s"
-    return event.message
 
 
 def _result(

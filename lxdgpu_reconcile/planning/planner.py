@@ -81,8 +81,14 @@ def make_plan(
     adopt: bool | Iterable[str] = False,
     allow_restart: bool = False,
     template_files: Mapping[str, Mapping[str, bytes]] | None = None,
+    only_template: str | None = None,
+    force_build: bool = False,
 ) -> Plan:
     """Expand ``fleet`` on ``site`` and plan it against ``snapshot``.
+
+    ``only_template`` scopes the plan to one template (what ``build TEMPLATE`` applies): its
+    build, alias move or copies and its leftover build containers, nothing else; with
+    ``force_build`` it is built even when its alias already carries the recipe.
 
     ``template_files`` holds, per template, the contents of the files it pushes (read from the
     fleet's folder by the caller, ``templates.files``); without it only inline files are known.
