@@ -1,7 +1,8 @@
 """Command-line interface: thin typer commands over the library.
 
-Each command module registers itself on ``app``; commands parse options, call one library
-function, render with ``report`` and map domain errors to exit codes.
+Each command module registers itself on ``app``; commands parse options, call ``service``,
+render with ``report`` and set the exit status of a result. A domain error (``ToolError``) is
+reported, and its exit status set, in one place: ``cli.app.ToolErrorGroup``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Options and helpers shared by the command modules."""
+"""Options and helpers shared by the command modules: the consoles, loading a fleet with its
+warnings shown, showing and performing a plan. Prints; other I/O goes through ``service``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
-from lxdgpu_reconcile.fleet.loading import load_fleet
+from lxdgpu_reconcile import service
+from lxdgpu_reconcile.errors import ToolError
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.site import Site
 
@@ -28,7 +30,7 @@ def echo_json(data: Any) -> None:
 
 
 #: What to do when the fleet file cannot be read at all.
-NAME_THE_FLEET = "name the fleet file with -f FLEET (default: fleet.yaml in this directory)"
+NAME_THE_FLEET = service.NAME_THE_FLEET
 
 FleetOpt = Annotated[
     Path,
@@ -45,120 +47,56 @@ LabOpt = Annotated[
 ]
 
 
-def load_valid_fleet(fleet_path: Path, *, certs: bool) -> Fleet:
-    """The fleet in ``fleet_path``; on any error prints every problem and what to do, exits 1.
-
-    ``certs``: missing certificate files of https hosts are errors too (for commands that
-    connect to the real hosts; a validate only warns about them). Other warnings are printed on
-    standard error and the fleet is returned.
-    """
-    result = load_fleet(fleet_path)
-    errors = result.errors + (result.missing_certs if certs else ())
-    if not errors and result.fleet is not None:
-        missing_certs = {(p.line, p.col, p.path) for p in result.missing_certs}
-        for warning in result.warnings:
-            if (warning.line, warning.col, warning.path) not in missing_certs:
-                err_console.print(str(warning), markup=False, soft_wrap=True)
-        return result.fleet
-    for problem in sorted(errors):
-        err_console.print(str(problem), markup=False, soft_wrap=True)
-    err_console.print(f"  what to do: {fix_fleet_hint(fleet_path)}", markup=False, soft_wrap=True)
-    raise typer.Exit(1)
+def read_fleet(fleet_path: Path, *, certs: bool) -> service.FleetRead:
+    """``service.read_fleet``, printing the fleet's warnings on standard error."""
+    read = service.read_fleet(fleet_path, certs=certs)
+    for warning in read.warnings:
+        err_console.print(str(warning), markup=False, soft_wrap=True)
+    return read
 
 
-def fix_fleet_hint(fleet_path: Path) -> str:
-    """What to do about a fleet file that could not be used."""
-    if not fleet_path.is_file():
-        return NAME_THE_FLEET
-    return f"fix the fleet file (`lxdgpu-reconcile validate -f {fleet_path}`) and run again"
+def load(fleet_path: Path, lab: Path | None) -> service.Loaded:
+    """The fleet as a command that connects to its hosts needs it (``service.load``), printing
+    the fleet's warnings on standard error before any later problem is raised."""
+    return service.locate(read_fleet(fleet_path, certs=lab is None), lab)
 
 
 def fleet_for_hosts(fleet_path: Path, lab: Path | None) -> tuple[Fleet, Site]:
-    """The fleet as a command that connects to its hosts needs it, and where it is realised.
+    """The fleet pointed at its hosts (or the lab in ``lab``), and where it is realised.
 
-    Loads ``fleet_path``, points the hosts at the lab in ``lab`` when given, and checks that every
-    host can be connected to as configured (certificate files present and readable). On any
-    problem prints each one with what to do and exits 1.
+    Raises the ``ToolError`` of ``load``; the command line reports it.
     """
-    # Imported here: pylxd and the lab are needed only by commands that connect.
-    from lxdgpu_reconcile.lab import LabError, site_for
-    from lxdgpu_reconcile.observe import connect as connecting
-
-    loaded = load_valid_fleet(fleet_path, certs=lab is None)
-    try:
-        fleet, site = site_for(loaded, lab)
-    except LabError as exc:
-        err_console.print(f"lab: {exc}", markup=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    except OSError as exc:
-        err_console.print(lab_dir_problem(lab, exc), markup=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    unusable = [
-        found
-        for name, host in fleet.hosts.items()
-        if (found := connecting.check_config(name, host))
-    ]
-    for found in unusable:
-        err_console.print(
-            f"{found.message}\n  what to do: {found.hint}", markup=False, soft_wrap=True
-        )
-    if unusable:
-        raise typer.Exit(1)
-    return fleet, site
+    loaded = load(fleet_path, lab)
+    return loaded.fleet, loaded.site
 
 
-def lab_dir_problem(lab_dir: Path | None, exc: OSError) -> str:
-    """What to say when the lab directory cannot be read at all (not a directory, no access)."""
-    return (
-        f"lab: cannot read the lab in {lab_dir}: {exc.strerror or exc}\n"
-        "  what to do: give --lab (or LXDGPU_LAB) the directory `lxdgpu-reconcile lab up` made"
-    )
-
-
-def read_template_files(fleet: Fleet, fleet_path: Path) -> dict[str, dict[str, bytes]]:
-    """The contents of every template's files (``source:`` relative to the fleet file); on a
-    missing or unreadable file prints what to do and exits 1."""
-    from lxdgpu_reconcile.templates.sources import TemplateFileError, template_files
-
-    try:
-        return {
-            name: template_files(template, fleet_path.parent)
-            for name, template in fleet.templates.items()
-        }
-    except TemplateFileError as exc:
-        err_console.print(f"{exc.message}\n  what to do: {exc.hint}", markup=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+class NotApplied(ToolError):
+    """A plan that was shown but not applied (errors in it, or no consent)."""
 
 
 def show_plan(p: Plan, *, if_errors: str) -> None:
     """Print ``p`` before it is applied; exit when there is nothing to apply.
 
-    Plan-wide errors stop everything (exit 1, saying ``if_errors``); with nothing runnable the
-    exit status is 1 when some host has errors, else 0.
+    Plan-wide errors stop everything (``NotApplied`` saying ``if_errors``); with nothing
+    runnable the exit status is 1 when some host has errors, else 0.
     """
     from lxdgpu_reconcile.report import plan_text
 
     out.print(plan_text.render(p))
     if p.errors:
-        err_console.print(f"Nothing applied: {if_errors}", markup=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise NotApplied(f"Nothing applied: {if_errors}")
     if not any(a.pending is None for a in p.actions):
         raise typer.Exit(1 if p.all_errors else 0)
 
 
-def perform(p: Plan, fleet: Fleet, fleet_path: Path, *, timeout: float) -> NoReturn:
+def perform(p: Plan, loaded: service.Loaded, *, timeout: float) -> NoReturn:
     """Apply ``p`` with progress on standard error, print the outcome, exit 0 or 1."""
     from rich.text import Text
 
-    from lxdgpu_reconcile.execute import executor
     from lxdgpu_reconcile.report import apply_text
 
-    report = executor.apply_plan(
-        p,
-        fleet,
-        timeout=timeout,
-        progress=apply_text.progress_printer(err_console),
-        template_files=read_template_files(fleet, fleet_path),
+    report = service.apply(
+        loaded, p, timeout=timeout, progress=apply_text.progress_printer(err_console)
     )
     out.print(Text())
     for line in apply_text.lines(p, report):

@@ -1,8 +1,9 @@
 """``lab up``, ``lab down`` and ``lab env``: the local lab of real LXD daemons.
 
 Thin commands over ``lxdgpu_reconcile.lab``, which does the I/O. Progress goes to standard
-error; ``lab env`` prints shell lines on standard output. Every failure is one line saying what
-went wrong and what to do, and exit code 1.
+error; ``lab env`` prints shell lines on standard output. Every failure is a ``LabError`` that
+the command line (``cli.app``) reports as one line, ``error: ...`` saying what went wrong and
+what to do, with exit code 1.
 """
 
 from __future__ import annotations
@@ -13,14 +14,9 @@ from typing import Annotated
 import typer
 
 from lxdgpu_reconcile import lab as labs
+from lxdgpu_reconcile import service
 from lxdgpu_reconcile.cli.app import app
-from lxdgpu_reconcile.cli.common import (
-    FleetOpt,
-    err_console,
-    lab_dir_problem,
-    load_valid_fleet,
-    out,
-)
+from lxdgpu_reconcile.cli.common import FleetOpt, err_console, out, read_fleet
 
 lab_app = typer.Typer(
     name="lab",
@@ -49,11 +45,6 @@ def _say(message: str) -> None:
     err_console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
-def _fail(message: str) -> typer.Exit:
-    _say(f"error: {message}")
-    return typer.Exit(1)
-
-
 @lab_app.command("up")
 def up(
     fleet: FleetOpt = Path("fleet.yaml"),
@@ -63,11 +54,8 @@ def up(
 
     Example: [bold]lxdgpu-reconcile lab up -f fleet.yaml --dir /var/tmp/lab[/bold]
     """
-    loaded = load_valid_fleet(fleet, certs=False)
-    try:
-        state = labs.lab_up(loaded, lab_dir, progress=_say)
-    except labs.LabError as exc:
-        raise _fail(str(exc)) from None
+    loaded = read_fleet(fleet, certs=False).fleet
+    state = labs.lab_up(loaded, lab_dir, progress=_say)
     for name, host in state.hosts.items():
         if name in loaded.hosts:
             out.print(
@@ -85,10 +73,7 @@ def down(lab_dir: DirOpt = labs.DEFAULT_LAB_DIR) -> None:
 
     Example: [bold]lxdgpu-reconcile lab down --dir /var/tmp/lab[/bold]
     """
-    try:
-        labs.lab_down(lab_dir, progress=_say)
-    except labs.LabError as exc:
-        raise _fail(str(exc)) from None
+    labs.lab_down(lab_dir, progress=_say)
 
 
 @lab_app.command("env")
@@ -100,11 +85,5 @@ def env(
 
     Example: [bold]eval "$(lxdgpu-reconcile lab env server01)"; lxc list[/bold]
     """
-    try:
-        text = labs.lab_env(lab_dir, host)
-    except labs.LabError as exc:
-        raise _fail(str(exc)) from None
-    except OSError as exc:
-        _say(lab_dir_problem(lab_dir, exc))
-        raise typer.Exit(1) from None
+    text = service.lab_env(lab_dir, host)
     typer.echo(text, nl=False)

@@ -1,4 +1,8 @@
-"""The lock options of the commands that write (``apply``, ``reconcile``), and taking the lock."""
+"""The lock options of the commands that write (``apply``, ``build``, ``reconcile``), and taking
+the lock.
+
+Does I/O: takes the lock file (``reconcile.lock``); prints a note when going on without it.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from lxdgpu_reconcile.cli.common import err_console
 from lxdgpu_reconcile.reconcile import lock as locks
 
 #: Exit status when the lock was not acquired within ``--lock-wait``.
-EXIT_LOCKED = 4
+EXIT_LOCKED = locks.LockTimeout.exit_status
 
 LockFileOpt = Annotated[
     Path | None,
@@ -37,25 +41,20 @@ LockWaitOpt = Annotated[
 
 @contextmanager
 def held(lock_file: Path | None, wait: float, command: str, *, required: bool) -> Iterator[None]:
-    """Hold the lock for the body; on timeout print who holds it and exit 4.
+    """Hold the lock for the body; raises ``LockTimeout`` (exit 4) when another run holds it.
 
     ``lock_file`` None means the default file. When it cannot be used at all (not root, no
-    ``/run``), a ``required`` lock is an error (exit 1); otherwise the command goes on without it,
-    saying so: every write still checks that its object is as planned.
+    ``/run``), a ``required`` lock (or one given with ``--lock-file``) raises ``LockError``
+    (exit 1); otherwise the command goes on without it, saying so: every write still checks that
+    its object is as planned.
     """
     path = lock_file or locks.DEFAULT_LOCK_FILE
     try:
         with locks.exclusive(path, wait=wait, command=command):
             yield
-    except locks.LockTimeout as exc:
-        err_console.print(f"{exc.message}\n  what to do: {exc.hint}", markup=False, soft_wrap=True)
-        raise typer.Exit(EXIT_LOCKED) from None
     except locks.LockError as exc:
-        if required or lock_file is not None:
-            err_console.print(
-                f"{exc.message}\n  what to do: {exc.hint}", markup=False, soft_wrap=True
-            )
-            raise typer.Exit(1) from None
+        if isinstance(exc, locks.LockTimeout) or required or lock_file is not None:
+            raise
         err_console.print(
             f"note: {command} runs without the lock ({exc.message}); pass --lock-file PATH to "
             "keep it from interleaving with reconcile",

@@ -15,25 +15,13 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from lxdgpu_reconcile import service
 from lxdgpu_reconcile.cli import saved as saved_plans
 from lxdgpu_reconcile.cli.app import app
-from lxdgpu_reconcile.cli.common import (
-    FleetOpt,
-    LabOpt,
-    err_console,
-    fleet_for_hosts,
-    out,
-    perform,
-    read_template_files,
-    show_plan,
-)
+from lxdgpu_reconcile.cli.common import FleetOpt, LabOpt, NotApplied, load, out, perform, show_plan
 from lxdgpu_reconcile.cli.locking import LockFileOpt, LockWaitOpt, held
-from lxdgpu_reconcile.fleet.models import Fleet
-from lxdgpu_reconcile.observe.reading import observe_fleet
 from lxdgpu_reconcile.planning import model as plans
-from lxdgpu_reconcile.planning import planner
 from lxdgpu_reconcile.report import plan_json, plan_markdown, plan_text
-from lxdgpu_reconcile.state import FleetSnapshot
 
 
 class PlanFormat(StrEnum):
@@ -82,30 +70,15 @@ TimeoutOpt = Annotated[
 ]
 
 
-def _make_plan(
-    fleet_path: Path,
-    lab: Path | None,
-    *,
-    targets: list[str] | None,
-    prune: bool,
-    adopt: list[str] | None,
-    allow_restart: bool,
-    timeout: float,
-) -> tuple[Fleet, FleetSnapshot, plans.Plan]:
-    spec, site = fleet_for_hosts(fleet_path, lab)
-    files = read_template_files(spec, fleet_path)
-    snapshot = observe_fleet(spec, timeout=timeout)
-    plan = planner.make_plan(
-        spec,
-        snapshot,
-        site,
-        targets=targets or (),
+def _request(
+    target: list[str] | None, prune: bool, adopt: list[str] | None, allow_restart: bool
+) -> service.PlanRequest:
+    return service.PlanRequest(
+        targets=tuple(target or ()),
         prune=prune,
         adopt=tuple(adopt or ()),
         allow_restart=allow_restart,
-        template_files=files,
     )
-    return spec, snapshot, plan
 
 
 @app.command()
@@ -146,18 +119,12 @@ def plan(
 
     Example: [bold]lxdgpu-reconcile plan -f fleet.yaml --out plan.json --format markdown[/bold]
     """
-    digest = saved_plans.fleet_digest(fleet) if out_file is not None else ""
-    _spec, snapshot, p = _make_plan(
-        fleet,
-        lab,
-        targets=target,
-        prune=prune,
-        adopt=adopt,
-        allow_restart=allow_restart,
-        timeout=timeout,
-    )
+    digest = service.fleet_digest(fleet) if out_file is not None else ""
+    loaded = load(fleet, lab)
+    planned = service.plan(loaded, _request(target, prune, adopt, allow_restart), timeout=timeout)
+    p = planned.plan
     if out_file is not None:
-        saved_plans.write(out_file, p, snapshot, fleet_path=fleet, digest=digest, lab=lab)
+        saved_plans.write(out_file, planned, fleet_path=fleet, digest=digest, lab=lab)
     if output is PlanFormat.json:
         sys.stdout.write(plan_json.render(p))
     elif output is PlanFormat.markdown:
@@ -222,13 +189,10 @@ def apply(
             if given
         ]
         if fixed:
-            err_console.print(
+            raise NotApplied(
                 f"{', '.join(fixed)}: a saved plan was made with its options; plan again with "
-                "them (`plan --out`) and apply that plan",
-                markup=False,
-                soft_wrap=True,
+                "them (`plan --out`) and apply that plan"
             )
-            raise typer.Exit(1)
         saved_plans.apply_saved(
             plan_file,
             fleet=fleet,
@@ -242,10 +206,7 @@ def apply(
             fleet or Path("fleet.yaml"),
             lab,
             yes=yes,
-            target=target,
-            prune=prune,
-            adopt=adopt,
-            allow_restart=allow_restart,
+            request=_request(target, prune, adopt, allow_restart),
             timeout=timeout,
         )
 
@@ -255,27 +216,15 @@ def _apply_fresh(
     lab: Path | None,
     *,
     yes: bool,
-    target: list[str] | None,
-    prune: bool,
-    adopt: list[str] | None,
-    allow_restart: bool,
+    request: service.PlanRequest,
     timeout: float,
 ) -> NoReturn:
-    spec, _snapshot, p = _make_plan(
-        fleet,
-        lab,
-        targets=target,
-        prune=prune,
-        adopt=adopt,
-        allow_restart=allow_restart,
-        timeout=min(timeout, 30.0),
-    )
+    loaded = load(fleet, lab)
+    p = service.plan(loaded, request, timeout=min(timeout, 30.0)).plan
     show_plan(p, if_errors="fix the errors above, then apply again.")
     if not yes:
         if not sys.stdin.isatty():
-            err_console.print("Not applied: no terminal to ask on; run with --yes to apply.")
-            raise typer.Exit(1)
+            raise NotApplied("Not applied: no terminal to ask on; run with --yes to apply.")
         if not typer.confirm("Apply these changes?", default=False, err=True):
-            err_console.print("Not applied.")
-            raise typer.Exit(1)
-    perform(p, spec, fleet, timeout=timeout)
+            raise NotApplied("Not applied.")
+    perform(p, loaded, timeout=timeout)

@@ -18,17 +18,11 @@ from typing import Annotated
 
 import typer
 
-from lxdgpu_reconcile import __version__
-from lxdgpu_reconcile.cli.app import app
-from lxdgpu_reconcile.cli.common import (
-    FleetOpt,
-    LabOpt,
-    err_console,
-    fleet_for_hosts,
-    out,
-    read_template_files,
-)
+from lxdgpu_reconcile import __version__, service
+from lxdgpu_reconcile.cli.app import app, report_error
+from lxdgpu_reconcile.cli.common import FleetOpt, LabOpt, err_console, load, out
 from lxdgpu_reconcile.cli.locking import LockFileOpt, LockWaitOpt
+from lxdgpu_reconcile.errors import ToolError
 from lxdgpu_reconcile.reconcile import cycle as cycles
 from lxdgpu_reconcile.reconcile import files
 from lxdgpu_reconcile.reconcile import lock as locks
@@ -128,27 +122,23 @@ def _run(
         )
 
     try:
-        digest = files.sha256_of(fleet_path)
-    except OSError as exc:
-        return stopped(
-            f"cannot read the fleet file {fleet_path}: {exc.strerror or exc}\n"
-            "  what to do: give its path with -f FLEET"
-        )
+        digest = service.fleet_digest(fleet_path)
+    except ToolError as exc:
+        return stopped(f"{exc.message}\n  what to do: {exc.hint}")
     try:
-        spec, site = fleet_for_hosts(fleet_path, lab)
-        template_files = read_template_files(spec, fleet_path)
-    except typer.Exit:
+        loaded = load(fleet_path, lab)
+        loaded.template_files  # noqa: B018  (read now: a missing file stops the run here)
+    except ToolError as exc:
+        report_error(exc)
         return stopped(
             "the fleet file cannot be used (the problems are above); nothing was done",
             fleet_sha256=digest,
         )
-    decision = policies.decide(spec.reconcile, datetime.datetime.now().astimezone().time())
+    decision = policies.decide(loaded.fleet.reconcile, datetime.datetime.now().astimezone().time())
     progress = apply_text.progress_printer(err_console)
     cycle = cycles.run_cycle(
-        spec,
-        site,
+        loaded,
         decision,
-        template_files=template_files,
         timeout=timeout,
         progress=progress if show_progress and sys.stderr.isatty() else None,
     )

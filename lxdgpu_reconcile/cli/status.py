@@ -1,6 +1,6 @@
 """``status``: every host and every container of the fleet, read live from LXD.
 
-Reads only; writes nothing to any host.
+Reads only (the fleet file through ``service``, then every host); writes nothing to any host.
 """
 
 from __future__ import annotations
@@ -12,14 +12,7 @@ from typing import Annotated
 import typer
 
 from lxdgpu_reconcile.cli.app import app
-from lxdgpu_reconcile.cli.common import (
-    FleetOpt,
-    LabOpt,
-    echo_json,
-    err_console,
-    fleet_for_hosts,
-    out,
-)
+from lxdgpu_reconcile.cli.common import FleetOpt, LabOpt, echo_json, err_console, load, out
 from lxdgpu_reconcile.observe.reading import observe_fleet
 from lxdgpu_reconcile.report.status import status_json, status_table
 
@@ -58,7 +51,7 @@ def status(
 
     Example: [bold]lxdgpu-reconcile status -f fleet.yaml --format json | jq '.containers[]'[/bold]
     """
-    spec, _site = fleet_for_hosts(fleet, lab)
+    spec = load(fleet, lab).fleet
     snapshot = observe_fleet(spec, timeout=timeout)
     if output is None:
         output = StatusFormat.table if sys.stdout.isatty() else StatusFormat.json

@@ -1,6 +1,6 @@
 """Run a shell command in a running instance without websockets, streaming its output.
 
-Does I/O, through the raw API of a pinned pylxd client. ``lxc exec`` and pylxd's ``execute()``
+Does I/O, through ``observe.lxdapi.LxdApi``. ``lxc exec`` and pylxd's ``execute()``
 attach over ``wss://`` websockets, and pylxd (through ws4py) does not verify the server's
 certificate there. ``run_command`` instead starts ``POST /1.0/instances/NAME/exec`` with
 ``record-output`` and no websocket: LXD writes the output to a log file of the instance, which
@@ -15,10 +15,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import requests
-
-from lxdgpu_reconcile.execute import lxdops
-from lxdgpu_reconcile.execute.lxdops import LxdError
+from lxdgpu_reconcile.observe.lxdapi import LxdApi
+from lxdgpu_reconcile.observe.lxderrors import LxdError
 
 #: Environment of every command (LXD adds nothing else for a non-interactive exec).
 STEP_ENVIRONMENT = {
@@ -35,7 +33,7 @@ TAIL_LINES = 30
 
 
 def run_command(
-    client: Any,
+    client: LxdApi,
     instance: str,
     command: str,
     *,
@@ -57,8 +55,7 @@ def run_command(
         "interactive": False,
     }
     what = f"run a step in {instance}"
-    response = lxdops.call(what, client.api.instances[instance]["exec"].post, json=body)
-    op_id = lxdops.operation_id(response)
+    op_id = client.start_exec(instance, body, what=what)
     log = _LogReader(client, instance, f"exec_{op_id}.stdout", on_line)
     deadline = time.monotonic() + timeout
     while True:
@@ -82,22 +79,19 @@ def run_command(
     return int(result["return"]), log.tail()
 
 
-def _wait_briefly(client: Any, op_id: str, what: str) -> dict[str, Any]:
+def _wait_briefly(client: LxdApi, op_id: str, what: str) -> dict[str, Any]:
     """The operation after it ended or ``POLL_SECONDS`` passed, whichever comes first."""
-    reply = lxdops.call(
-        what, client.api.operations[op_id].wait.get, params={"timeout": POLL_SECONDS}
-    )
-    meta: dict[str, Any] = reply.json().get("metadata") or {}
-    return meta
+    return client.poll_operation(op_id, wait=POLL_SECONDS, what=what)
 
 
 class _LogReader:
     """Reads the new part of an instance log file and hands out complete lines."""
 
     def __init__(
-        self, client: Any, instance: str, name: str, on_line: Callable[[str], None]
+        self, client: LxdApi, instance: str, name: str, on_line: Callable[[str], None]
     ) -> None:
-        self._logs = client.api.instances[instance].logs
+        self._client = client
+        self._instance = instance
         self._name = name
         self._on_line = on_line
         self._offset = 0
@@ -137,23 +131,7 @@ class _LogReader:
         self._on_line(line)
 
     def _fetch(self) -> bytes:
-        """The bytes past ``_offset``; b"" while the file does not exist yet.
-
-        LXD 5.0.2 mishandles a range that starts at or past the end of a log (416, or a
-        ``Content-Length`` it does not send, which breaks the connection), so the range starts
-        one byte early, inside the part already read, and that byte is dropped.
-        """
-        node = self._logs[self._name]
-        headers = {"Range": f"bytes={self._offset - 1}-"} if self._offset else {}
-        try:
-            # pylxd accepts only 200 on GET; a range read answers 206, so use its session.
-            response = node.session.get(node._api_endpoint, headers=headers, timeout=node._timeout)
-        except requests.RequestException as exc:
-            raise LxdError(f"read the output of a step: {type(exc).__name__}: {exc}") from None
-        if response.status_code == 404:
-            return b""
-        if response.status_code == 206:
-            return bytes(response.content[1:])
-        if response.status_code == 200:
-            return bytes(response.content[self._offset :])
-        raise LxdError(f"read the output of a step: HTTP {response.status_code}")
+        """The bytes past ``_offset``; b"" while the file does not exist yet."""
+        return self._client.read_log(
+            self._instance, self._name, offset=self._offset, what="read the output of a step"
+        )

@@ -1,11 +1,12 @@
 """Apply a plan: perform its actions on every host, and report each one's outcome.
 
-Does I/O (through ``lxdops``). Apply executes the plan and nothing else: it never plans. Hosts run
-in parallel, one thread and one client per host; each host's actions run in plan order. An action
-runs only when everything it depends on succeeded; pending actions, and every action of a host
-the plan marks not applyable, are reported, never performed. An action whose dependencies can
-never finish (waiting on each other) is skipped before anything runs, and one on an action that
-is not in the plan is skipped, so no host waits forever.
+Does I/O, through the ``observe.lxdapi.LxdApi`` connections that ``connect`` opens (pylxd clients
+of the fleet's hosts unless told otherwise). Apply executes the plan and nothing else: it never
+plans. Hosts run in parallel, one thread and one connection per host; each host's actions run in
+plan order. An action runs only when everything it depends on succeeded; pending actions, and
+every action of a host the plan marks not applyable, are reported, never performed. An action
+whose dependencies can never finish (waiting on each other) is skipped before anything runs, and
+one on an action that is not in the plan is skipped, so no host waits forever.
 
 Before an update or a delete the object is read again. If it no longer is what the plan saw (its
 fingerprint, ``planning.fingerprint``, differs) or has lost its ownership tag, nothing is
@@ -24,11 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lxdgpu_reconcile import state
-from lxdgpu_reconcile.execute import lxdops, requests, template_actions
+from lxdgpu_reconcile.execute import images, lxdops, requests, template_actions
 from lxdgpu_reconcile.execute.results import ActionResult, ApplyReport, Event, Outcome
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.observe import connect as connecting
 from lxdgpu_reconcile.observe import reading
+from lxdgpu_reconcile.observe.lxdapi import Connect, LxdApi
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
 from lxdgpu_reconcile.planning import model as plans
 from lxdgpu_reconcile.planning.common import ObjectKind
@@ -44,8 +46,12 @@ def apply_plan(
     timeout: float = lxdops.DEFAULT_TIMEOUT,
     progress: Progress | None = None,
     template_files: Mapping[str, Mapping[str, bytes]] | None = None,
+    connect: Connect | None = None,
 ) -> ApplyReport:
     """Perform ``plan`` on the hosts of ``fleet``; ``timeout`` bounds each LXD operation.
+
+    ``connect`` opens the API of a host by name (default: a pinned pylxd client of the fleet's
+    host, ``observe.connect.connect``); each connection is closed once its host is done.
 
     ``template_files`` holds, per template, the contents of the files it pushes (read from the
     fleet's folder); a build checks them against the recipe hash the plan was made with.
@@ -60,6 +66,7 @@ def apply_plan(
         timeout=timeout,
         notify=progress or (lambda event: None),
         template_files=template_files or {},
+        connect=connect or _pylxd_connect(fleet, timeout),
     )
     for action_id in _never_ready(hosts):
         message = "not run: it waits, through its dependencies, on itself; plan again"
@@ -74,6 +81,13 @@ def apply_plan(
     return ApplyReport(results=tuple(run.results[action_id] for action_id in order))
 
 
+def _pylxd_connect(fleet: Fleet, timeout: float) -> Connect:
+    def connect(host: str) -> LxdApi:
+        return connecting.connect(host, fleet.hosts[host], timeout=timeout)
+
+    return connect
+
+
 class _Run:
     """One apply: what every host thread shares. Results are published under a condition so
     that an action can wait for one on another host (a template copy waits for its build)."""
@@ -86,8 +100,10 @@ class _Run:
         timeout: float,
         notify: Progress,
         template_files: Mapping[str, Mapping[str, bytes]],
+        connect: Connect,
     ) -> None:
         self.fleet = fleet
+        self.connect = connect
         self.actions = actions
         self.timeout = timeout
         self.notify = notify
@@ -122,7 +138,7 @@ class _Run:
                     self.publish(action, _result(action, Outcome.SKIPPED, message))
 
     def _host(self, host: plans.HostPlan) -> None:
-        client: Any = None
+        client: LxdApi | None = None
         try:
             for action in host.actions:
                 if action.id in self.results:
@@ -149,12 +165,12 @@ class _Run:
                 self.publish(action, _result(action, outcome, message, hint=hint, seconds=seconds))
         finally:
             if client is not None:
-                client.api.session.close()
+                client.close()
 
-    def open(self, host: str) -> Any:
-        return connecting.connect(host, self.fleet.hosts[host], timeout=self.timeout)
+    def open(self, host: str) -> LxdApi:
+        return self.connect(host)
 
-    def perform(self, client: Any, action: plans.Action) -> str:
+    def perform(self, client: LxdApi, action: plans.Action) -> str:
         """Do ``action``; a short note of what was done. Raises ``lxdops.LxdError``."""
         body = action.body
         if isinstance(body, plans.BuildTemplateBody):
@@ -166,14 +182,14 @@ class _Run:
         owner = self.actions.get(action.part_of or "")
         return _perform(client, action, self.timeout, owner=owner)
 
-    def build(self, client: Any, action: plans.Action, body: plans.BuildTemplateBody) -> str:
-        def show(line: str) -> None:
-            self.notify(Event(action, line=line))
+    def build(self, client: LxdApi, action: plans.Action, body: plans.BuildTemplateBody) -> str:
+        def show(line: str, event: images.BuildEvent) -> None:
+            self.notify(Event(action, line=line, build=event))
 
         files = self.template_files.get(body.template) or recipe.inline_contents(body.spec)
         return template_actions.build(client, body, files=files, timeout=self.timeout, show=show)
 
-    def copy(self, client: Any, body: plans.CopyTemplateBody) -> str:
+    def copy(self, client: LxdApi, body: plans.CopyTemplateBody) -> str:
         source = self.open(body.source_host)
         try:
             endpoint = self.fleet.hosts[body.source_host].endpoint
@@ -181,7 +197,7 @@ class _Run:
                 source, client, body, source_endpoint=endpoint, timeout=self.timeout
             )
         finally:
-            source.api.session.close()
+            source.close()
 
 
 def _result(
@@ -217,7 +233,7 @@ def _never_ready(hosts: Sequence[plans.HostPlan]) -> set[str]:
 
 
 def _perform(
-    client: Any, action: plans.Action, timeout: float, *, owner: plans.Action | None = None
+    client: LxdApi, action: plans.Action, timeout: float, *, owner: plans.Action | None = None
 ) -> str:
     """Do ``action`` (``owner``: the action it is a step of); return a short note of what was
     done. Raises ``lxdops.LxdError``."""
@@ -268,7 +284,7 @@ def _perform(
 
 
 def _read_unchanged(
-    client: Any, action: plans.Action, collection: str
+    client: LxdApi, action: plans.Action, collection: str
 ) -> tuple[Mapping[str, Any], str]:
     """The object as it is now, and its ETag; fails when it is not what the plan saw."""
     current, etag = lxdops.get(client, collection, action.object.name)

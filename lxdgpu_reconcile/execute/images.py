@@ -1,8 +1,8 @@
 """Template images on LXD hosts: build, publish, copy between hosts, rotate aliases, clean up.
 
-Does I/O, all of it through the raw API of pinned pylxd clients and ``execute.lxdops`` (deadlines,
-errors in plain words). What to build and why is decided elsewhere (``templates.recipe``, the
-planner); this module only carries it out.
+Does I/O, all of it through ``observe.lxdapi.LxdApi`` (deadlines, errors in plain words). What to
+build and why is decided elsewhere (``templates.recipe``, the planner); this module only carries
+it out.
 
 - ``build_template`` creates a tagged build container from the base, pushes the template's files,
   runs each step, stops the container, publishes it with the recipe hash and moves the alias
@@ -11,31 +11,67 @@ planner); this module only carries it out.
 - Steps run through ``execute.commands.run_command``: no websockets (pylxd's ``wss://`` exec does
   not verify the pinned server certificate), output streamed to ``progress`` line by line.
 - ``copy_image`` pulls an image from one host to another over LXD's own image transfer, with a
-  one-time secret (the images are private), and sets the alias there.
+  one-time secret (the images are private), and sets the alias there. It and the other image and
+  alias operations live in ``execute.image_ops`` and are re-exported here.
 - ``prune_old_images`` deletes a template's tagged images that no alias names and no container
   was created from.
 """
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote
 
 from lxdgpu_reconcile.execute import commands, lxdops
+from lxdgpu_reconcile.execute.image_ops import (
+    alias_target,
+    cancel_operation,
+    copy_image,
+    has_image,
+    https_address,
+    list_images,
+    point_alias,
+    publish,
+    set_alias,
+    set_image_properties,
+)
 from lxdgpu_reconcile.execute.lxdops import LxdError
 from lxdgpu_reconcile.fleet.models import Template
-from lxdgpu_reconcile.observe import reading
+from lxdgpu_reconcile.observe.lxdapi import LxdApi
 from lxdgpu_reconcile.state import TAG_ROLE, ImageObs
 from lxdgpu_reconcile.templates import recipe
 
+__all__ = [
+    "DEFAULT_STEP_TIMEOUT",
+    "BuildEvent",
+    "BuildNote",
+    "BuildResult",
+    "Progress",
+    "StepFailed",
+    "StepFinished",
+    "StepOutput",
+    "StepStarted",
+    "alias_target",
+    "build_template",
+    "cancel_operation",
+    "copy_image",
+    "has_image",
+    "https_address",
+    "list_images",
+    "point_alias",
+    "prune_old_images",
+    "publish",
+    "push_file",
+    "remove_instance",
+    "remove_leftover_builds",
+    "set_alias",
+    "set_image_properties",
+]
+
 #: Default deadline for one step of a build, in seconds.
 DEFAULT_STEP_TIMEOUT = 3600.0
-_IMAGE_EXISTS = re.compile(r"The image already exists: ([0-9a-f]{64})")
 
 
 @dataclass(frozen=True)
@@ -112,7 +148,7 @@ def _ignore(_: BuildEvent) -> None:
 
 
 def build_template(
-    client: Any,
+    client: LxdApi,
     name: str,
     template: Template,
     *,
@@ -168,7 +204,7 @@ def _describe(source: Mapping[str, str]) -> str:
 
 
 def _create_build_container(
-    client: Any, container: str, name: str, base_source: Mapping[str, str], timeout: float
+    client: LxdApi, container: str, name: str, base_source: Mapping[str, str], timeout: float
 ) -> None:
     body = {
         "name": container,
@@ -180,13 +216,13 @@ def _create_build_container(
     lxdops.create(client, "instances", body, timeout=timeout)
 
 
-def _base_fingerprint(client: Any, container: str) -> str:
+def _base_fingerprint(client: LxdApi, container: str) -> str:
     instance, _ = lxdops.get(client, "instances", container)
     return str(instance.get("config", {}).get("volatile.base_image", ""))
 
 
 def _delete_build_container(
-    client: Any, container: str, progress: Progress, timeout: float
+    client: LxdApi, container: str, progress: Progress, timeout: float
 ) -> None:
     """Force-stop and delete ``container``; on failure say so rather than hide the real error."""
     try:
@@ -202,7 +238,7 @@ def _delete_build_container(
         )
 
 
-def remove_instance(client: Any, name: str, *, timeout: float = lxdops.DEFAULT_TIMEOUT) -> None:
+def remove_instance(client: LxdApi, name: str, *, timeout: float = lxdops.DEFAULT_TIMEOUT) -> None:
     """Force-stop ``name`` when it runs, then delete it; nothing when it does not exist."""
     try:
         instance, _ = lxdops.get(client, "instances", name)
@@ -219,54 +255,53 @@ def remove_instance(client: Any, name: str, *, timeout: float = lxdops.DEFAULT_T
 
 
 def push_file(
-    client: Any, instance: str, path: str, content: bytes, *, mode: str, uid: int = 0, gid: int = 0
+    client: LxdApi,
+    instance: str,
+    path: str,
+    content: bytes,
+    *,
+    mode: str,
+    uid: int = 0,
+    gid: int = 0,
 ) -> None:
     """Write ``content`` to ``path`` in the running ``instance`` with ``mode`` (octal text).
 
     Missing parent directories are created (0755, root). An existing file is replaced, not
     overwritten in place, because LXD keeps the old mode of a file it overwrites.
     """
-    files = client.api.instances[instance].files
-    _make_parents(files, path)
+    _make_parents(client, instance, path)
     try:
-        lxdops.call(f"replace {path}", files.delete, params={"path": path})
+        client.delete_file(instance, path, what=f"replace {path}")
     except LxdError as exc:
         if exc.status != 404:
             raise
-    headers = {
-        "X-LXD-type": "file",
-        "X-LXD-mode": recipe.lxd_mode(mode),
-        "X-LXD-uid": str(uid),
-        "X-LXD-gid": str(gid),
-        "X-LXD-write": "overwrite",
-    }
-    lxdops.call(f"push {path}", files.post, params={"path": path}, data=content, headers=headers)
+    client.push_file(
+        instance,
+        path,
+        content,
+        mode=recipe.lxd_mode(mode),
+        uid=uid,
+        gid=gid,
+        what=f"push {path}",
+    )
 
 
-def _make_parents(files: Any, path: str) -> None:
+def _make_parents(client: LxdApi, instance: str, path: str) -> None:
     parts = [p for p in path.split("/")[:-1] if p]
     for depth in range(1, len(parts) + 1):
         directory = "/" + "/".join(parts[:depth])
-        try:
-            lxdops.call(f"read {directory}", files.get, params={"path": directory})
+        if client.file_exists(instance, directory):
             continue
-        except LxdError as exc:
-            if exc.status != 404:
-                raise
-        headers = {
-            "X-LXD-type": "directory",
-            "X-LXD-mode": "0755",
-            "X-LXD-uid": "0",
-            "X-LXD-gid": "0",
-        }
-        lxdops.call(f"create {directory}", files.post, params={"path": directory}, headers=headers)
+        client.make_directory(
+            instance, directory, mode="0755", uid=0, gid=0, what=f"create {directory}"
+        )
 
 
 # --- steps -----------------------------------------------------------------------------------
 
 
 def _run_steps(
-    client: Any, container: str, template: Template, *, progress: Progress, step_timeout: float
+    client: LxdApi, container: str, template: Template, *, progress: Progress, step_timeout: float
 ) -> None:
     total = len(template.steps)
     for number, command in enumerate(template.steps, start=1):
@@ -318,206 +353,25 @@ def _step_failed(
     )
 
 
-# --- images and aliases ----------------------------------------------------------------------
-
-
-def publish(client: Any, instance: str, properties: Mapping[str, str], *, timeout: float) -> str:
-    """Publish the stopped ``instance`` as a private image with ``properties``; its fingerprint.
-
-    Publishing content the host already has fails in LXD with "The image already exists"; that
-    image is then the result, with ``properties`` merged into its own.
-    """
-    what = f"publish {instance}"
-    body = {
-        "source": {"type": "instance", "name": instance},
-        "properties": dict(properties),
-        "public": False,
-    }
-    try:
-        meta = lxdops.wait_operation(
-            client, lxdops.call(what, client.api.images.post, json=body), what, timeout
-        )
-    except LxdError as exc:
-        found = _IMAGE_EXISTS.search(exc.message)
-        if found is None:
-            raise
-        set_image_properties(client, found.group(1), properties)
-        return found.group(1)
-    return str(meta["fingerprint"])
-
-
-def set_image_properties(client: Any, fingerprint: str, properties: Mapping[str, str]) -> None:
-    """Merge ``properties`` into the image's (``PATCH``)."""
-    lxdops.call(
-        f"update image {fingerprint[:12]}",
-        client.api.images[fingerprint].patch,
-        json={"properties": dict(properties)},
-    )
-
-
-def alias_target(client: Any, alias: str) -> str | None:
-    """The fingerprint ``alias`` names on the host, or None."""
-    try:
-        response = lxdops.call(f"read alias {alias}", client.api.images.aliases[_q(alias)].get)
-    except LxdError as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return str(response.json()["metadata"]["target"])
-
-
-def set_alias(client: Any, alias: str, fingerprint: str, *, description: str = "") -> None:
-    """Point ``alias`` at ``fingerprint``, creating it when missing (one request when it exists)."""
-    body = {"target": fingerprint, "description": description}
-    try:
-        lxdops.call(f"move alias {alias}", client.api.images.aliases[_q(alias)].put, json=body)
-    except LxdError as exc:
-        if exc.status != 404:
-            raise
-        body["name"] = alias
-        lxdops.call(f"create alias {alias}", client.api.images.aliases.post, json=body)
-
-
-def point_alias(client: Any, alias: str, fingerprint: str) -> str | None:
-    """Point ``alias`` at ``fingerprint``, keeping its old image as ``ALIAS-previous``.
-
-    ``ALIAS-previous`` is moved first, then ``alias``, so ``alias`` never goes missing. Returns
-    the fingerprint ``alias`` named before, or None when it was missing or already right.
-    """
-    old = alias_target(client, alias)
-    if old == fingerprint:
-        return None
-    if old is not None:
-        set_alias(
-            client,
-            recipe.previous_alias(alias),
-            old,
-            description=f"previous image of {alias}, for rollback (lxdgpu-reconcile)",
-        )
-    set_alias(client, alias, fingerprint, description="template image (lxdgpu-reconcile)")
-    return old
-
-
-def list_images(client: Any) -> tuple[ImageObs, ...]:
-    """Every image on the host, with aliases and properties (one request)."""
-    response = lxdops.call("list images", client.api.images.get, params={"recursion": 1})
-    return tuple(reading.parse_image(data) for data in response.json()["metadata"] or ())
-
-
-def https_address(client: Any, endpoint: str) -> str:
-    """An ``https://ADDRESS:PORT`` other hosts can pull images from: the fleet's endpoint when it
-    is https, else the first address the host listens on (``core.https_address``)."""
-    if endpoint.startswith("https://"):
-        return endpoint.rstrip("/")
-    addresses = (client.host_info.get("environment") or {}).get("addresses") or []
-    if not addresses:
-        raise LxdError(
-            "the host has no https listener, so other hosts cannot pull images from it",
-            hint="set one on the host: `lxc config set core.https_address :8443`",
-        )
-    return f"https://{addresses[0]}"
-
-
-def copy_image(
-    source_client: Any,
-    source_https_address: str,
-    target_client: Any,
-    fingerprint: str,
-    *,
-    alias: str,
-    properties: Mapping[str, str],
-    timeout: float = lxdops.DEFAULT_TIMEOUT,
-) -> bool:
-    """Copy image ``fingerprint`` to the target host, set its properties and point ``alias``.
-
-    The target pulls the image from ``source_https_address`` with a one-time secret and the
-    source's certificate (pylxd's ``Image.copy`` cannot do this from a unix-socket client). The
-    alias moves as in ``point_alias``. Returns False when the target already had the image.
-    """
-    transferred = not has_image(target_client, fingerprint)
-    if transferred:
-        _pull_image(
-            source_client, source_https_address, target_client, fingerprint, properties, timeout
-        )
-    set_image_properties(target_client, fingerprint, properties)
-    point_alias(target_client, alias, fingerprint)
-    return transferred
-
-
-def _pull_image(
-    source_client: Any,
-    source_https_address: str,
-    target_client: Any,
-    fingerprint: str,
-    properties: Mapping[str, str],
-    timeout: float,
-) -> None:
-    token = lxdops.call(
-        f"create a download secret for image {fingerprint[:12]}",
-        source_client.api.images[fingerprint].secret.post,
-        json={},
-    )
-    token_id = lxdops.operation_id(token)
-    try:
-        body = {
-            "source": {
-                "type": "image",
-                "mode": "pull",
-                "server": source_https_address,
-                "protocol": "lxd",
-                "fingerprint": fingerprint,
-                "secret": token.json()["metadata"]["metadata"]["secret"],
-                "certificate": source_client.host_info["environment"]["certificate"],
-            },
-            "properties": dict(properties),
-            "public": False,
-        }
-        what = f"copy image {fingerprint[:12]} from {source_https_address}"
-        response = lxdops.call(what, target_client.api.images.post, json=body)
-        lxdops.wait_operation(target_client, response, what, timeout)
-    finally:
-        cancel_operation(source_client, token_id)
-
-
-def cancel_operation(client: Any, op_id: str) -> None:
-    """Cancel operation ``op_id`` when it still runs (an unused download token); never raises
-    for an operation that ended."""
-    try:
-        lxdops.call("cancel operation", client.api.operations[op_id].delete)
-    except LxdError as exc:
-        if exc.status not in (400, 404):  # it ended already (LXD cancels a token once used)
-            raise
-
-
-def has_image(client: Any, fingerprint: str) -> bool:
-    """Whether the host has image ``fingerprint``."""
-    try:
-        lxdops.call(f"read image {fingerprint[:12]}", client.api.images[fingerprint].get)
-    except LxdError as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
-
-
 # --- clean-up --------------------------------------------------------------------------------
 
 
 def remove_leftover_builds(
-    client: Any, *, template: str | None = None, timeout: float = lxdops.DEFAULT_TIMEOUT
+    client: LxdApi, *, template: str | None = None, timeout: float = lxdops.DEFAULT_TIMEOUT
 ) -> list[str]:
     """Delete the build containers on the host (only those of ``template`` when given).
 
     They are found by their tags (``user.lxdgpu.role: build``), never by name. Returns the
     names deleted.
     """
-    response = lxdops.call(
-        "list build containers",
-        client.api.instances.get,
-        params={"recursion": 1, "filter": f"config.{TAG_ROLE} eq {recipe.ROLE_BUILD}"},
+    listed = client.list(
+        "instances",
+        recursion=1,
+        filter=f"config.{TAG_ROLE} eq {recipe.ROLE_BUILD}",
+        what="list build containers",
     )
     removed = []
-    for instance in response.json()["metadata"] or ():
+    for instance in listed:
         config = instance.get("config") or {}
         if not recipe.is_build_container(config):
             continue
@@ -529,7 +383,7 @@ def remove_leftover_builds(
 
 
 def prune_old_images(
-    client: Any, template: str, *, timeout: float = lxdops.DEFAULT_TIMEOUT
+    client: LxdApi, template: str, *, timeout: float = lxdops.DEFAULT_TIMEOUT
 ) -> list[str]:
     """Delete the images of ``template`` that are no longer needed; their fingerprints.
 
@@ -542,8 +396,7 @@ def prune_old_images(
     for image in list_images(client):
         if _prunable(image, template, used):
             what = f"delete image {image.fingerprint[:12]}"
-            response = lxdops.call(what, client.api.images[image.fingerprint].delete)
-            lxdops.wait_operation(client, response, what, timeout)
+            client.delete("images", image.fingerprint, timeout=timeout, what=what)
             deleted.append(image.fingerprint)
     return deleted
 
@@ -557,13 +410,8 @@ def _prunable(image: ImageObs, template: str, used: Set[str]) -> bool:
     )
 
 
-def _base_images(client: Any) -> set[str]:
-    response = lxdops.call("list instances", client.api.instances.get, params={"recursion": 1})
+def _base_images(client: LxdApi) -> set[str]:
     return {
         str((instance.get("config") or {}).get("volatile.base_image"))
-        for instance in response.json()["metadata"] or ()
+        for instance in client.list("instances", recursion=1, what="list instances")
     }
-
-
-def _q(name: str) -> str:
-    return quote(name, safe="")

@@ -8,6 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from lxdgpu_reconcile.execute.images import BuildEvent
 from lxdgpu_reconcile.planning import model as plans
 
 
@@ -50,3 +51,5 @@ class Event:
     action: plans.Action
     result: ActionResult | None = None
     line: str | None = None
+    #: The build event behind ``line`` (a template build's stage, step or output line).
+    build: BuildEvent | None = None

@@ -8,23 +8,24 @@ the recipe the plan saw, the source image is the one it copies) and carry it out
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.execute import images, lxdops
+from lxdgpu_reconcile.observe.lxdapi import LxdApi
 from lxdgpu_reconcile.planning import model as plans
 from lxdgpu_reconcile.templates import recipe
 
 
 def build(
-    client: Any,
+    client: LxdApi,
     body: plans.BuildTemplateBody,
     *,
     files: Mapping[str, bytes],
     timeout: float,
-    show: Callable[[str], None],
+    show: Callable[[str, images.BuildEvent], None],
 ) -> str:
-    """Build the template on the host of ``client``; ``show`` gets each progress line."""
+    """Build the template on the host of ``client``; ``show`` gets each progress line and the
+    event it tells of."""
     try:
         now = recipe.recipe_hash(body.spec, body.base_key, file_contents=files)
     except ValueError as exc:
@@ -36,7 +37,7 @@ def build(
         )
 
     def progress(event: images.BuildEvent) -> None:
-        show(_build_line(event))
+        show(_build_line(event), event)
 
     built = images.build_template(
         client,
@@ -53,8 +54,8 @@ def build(
 
 
 def copy(
-    source: Any,
-    client: Any,
+    source: LxdApi,
+    client: LxdApi,
     body: plans.CopyTemplateBody,
     *,
     source_endpoint: str,
@@ -87,7 +88,7 @@ def copy(
     return f"copied {image.fingerprint[:12]} from {body.source_host}"
 
 
-def alias(client: Any, body: plans.AliasTemplateBody) -> str:
+def alias(client: LxdApi, body: plans.AliasTemplateBody) -> str:
     """Point the template's alias back at the image the plan names, if it still is that image."""
     image = next((i for i in images.list_images(client) if i.fingerprint == body.fingerprint), None)
     if (

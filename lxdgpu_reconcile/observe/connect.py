@@ -1,10 +1,11 @@
 """Connections to LXD hosts: the only module that builds pylxd clients.
 
 Does I/O. ``connect`` opens one host's API (``unix://`` socket, or https with the tool's client
-certificate and the host's pinned server certificate) and checks that the host trusts the tool.
+certificate and the host's pinned server certificate), checks that the host trusts the tool and
+returns it as an ``observe.lxdapi.PylxdApi``.
 Every way that can fail becomes a ``HostConnectError`` that says what went wrong and what to do;
-``classify`` does the same for errors raised later by requests on an open client, so the readers
-report failures in the same terms.
+``classify`` does the same for errors raised later by requests on an open client (also when
+``PylxdApi`` wrapped them into an ``LxdError``), so the readers report failures in the same terms.
 
 Pinning holds even when ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` are set: every session is built
 with ``trust_env=False``, so requests never swaps the pinned certificate for the CA bundle (and
@@ -30,6 +31,8 @@ from pylxd.client import get_session_for_url
 
 from lxdgpu_reconcile.errors import ToolError
 from lxdgpu_reconcile.fleet.models import Host
+from lxdgpu_reconcile.observe.lxdapi import PylxdApi
+from lxdgpu_reconcile.observe.lxderrors import LxdError
 from lxdgpu_reconcile.state import HostError, HostErrorKind
 
 UNIX_SCHEME = "unix://"
@@ -163,8 +166,8 @@ def check_config(name: str, host: Host) -> HostConnectError | None:
 
 def connect(
     name: str, host: Host, *, timeout: float, counter: RequestCounter | None = None
-) -> pylxd.Client:
-    """A pylxd client for ``host`` that the host trusts.
+) -> PylxdApi:
+    """The API of ``host``, over a pylxd client that the host trusts.
 
     Sends one request (``GET /1.0``, which pylxd makes to open the client); ``timeout`` applies to
     each request the client sends. Raises ``HostConnectError``.
@@ -204,7 +207,7 @@ def connect(
         raise classify(name, host, exc, timeout=timeout) from exc
     if not client.trusted:
         raise _untrusted(name, host)
-    return client
+    return PylxdApi(client)
 
 
 def classify(name: str, host: Host, exc: BaseException, *, timeout: float) -> HostConnectError:
@@ -250,7 +253,10 @@ def classify(name: str, host: Host, exc: BaseException, *, timeout: float) -> Ho
 
 
 def _underlying(exc: BaseException) -> BaseException:
-    """The requests exception behind pylxd's ``ClientConnectionFailed``, or ``exc`` itself."""
+    """The requests exception behind pylxd's ``ClientConnectionFailed`` or behind an
+    ``LxdError``, or ``exc`` itself."""
+    if isinstance(exc, LxdError) and exc.cause is not None:
+        return _underlying(exc.cause)
     if isinstance(exc, lxd_exceptions.ClientConnectionFailed):
         context: BaseException | None = exc.__cause__ or exc.__context__
         if context is not None:

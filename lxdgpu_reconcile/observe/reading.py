@@ -1,9 +1,10 @@
 """Read the live state of every host into a ``FleetSnapshot``; never writes.
 
-Two halves. ``read_host`` and the ``observe_*`` functions do I/O: one client per host and per
-thread, every host read concurrently, each against its own deadline. The ``parse_*`` functions and
-``host_snapshot`` are pure: they turn LXD's JSON (as the API returns it) into the frozen types of
-``lxdgpu_reconcile.state`` and are tested without a daemon.
+Two halves. ``read_host`` and the ``observe_*`` functions do I/O, through
+``observe.lxdapi.LxdApi``: one connection per host and per thread, every host read concurrently,
+each against its own deadline. The ``parse_*`` functions and ``host_snapshot`` are pure: they
+turn LXD's JSON (as the API returns it) into the frozen types of ``lxdgpu_reconcile.state`` and
+are tested without a daemon.
 
 An observation sends a fixed number of requests per host, whatever the number of objects on it:
 ``GET /1.0`` (opening the client), then one recursive listing each of instances (recursion=2,
@@ -27,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 from lxdgpu_reconcile.fleet.models import Fleet, Host
 from lxdgpu_reconcile.observe import connect as connecting
+from lxdgpu_reconcile.observe.lxdapi import LxdApi
 from lxdgpu_reconcile.state import (
     Address,
     FleetSnapshot,
@@ -118,7 +120,7 @@ def observe_host(
         try:
             raw = read_host(client, remaining=lambda: _remaining(name, host, deadline, timeout))
         finally:
-            client.api.session.close()
+            client.close()
         return host_snapshot(name, host.endpoint, raw)
     except (KeyError, TypeError, ValueError) as exc:
         error = connecting.HostConnectError(
@@ -131,28 +133,26 @@ def observe_host(
     return HostSnapshot(host=name, endpoint=host.endpoint, error=error.to_host_error())
 
 
-def read_host(client: Any, *, remaining: Callable[[], float]) -> RawHost:
+def read_host(client: LxdApi, *, remaining: Callable[[], float]) -> RawHost:
     """The raw state of the host behind ``client``: five requests, whatever it holds.
 
     ``remaining()`` gives the seconds left for the next request (and raises when none are).
     """
-    api = client.api
 
-    def listing(node: Any, recursion: int) -> list[Json]:
-        answer = node.get(params={"recursion": recursion}, timeout=remaining())
-        return list(answer.json()["metadata"] or [])
+    def listing(collection: str, recursion: int) -> list[Json]:
+        return list(client.list(collection, recursion=recursion, timeout=remaining()))
 
     server = client.host_info
     resources: Json = {}
     if "resources" in server.get("api_extensions", ()):
-        resources = api.resources.get(timeout=remaining()).json()["metadata"]
+        resources = client.resources(timeout=remaining())
     return RawHost(
         server=server,
         resources=resources,
-        instances=listing(api.instances, 2),
-        profiles=listing(api.profiles, 1),
-        images=listing(api.images, 1),
-        pools=listing(api.storage_pools, 1),
+        instances=listing("instances", 2),
+        profiles=listing("profiles", 1),
+        images=listing("images", 1),
+        pools=listing("storage-pools", 1),
     )
 
 

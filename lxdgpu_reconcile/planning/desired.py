@@ -27,12 +27,15 @@ out of everything expanded.
 ``floor(cpus * share)``, at least 1 (75% of 32 CPUs is 24, of 1 CPU is 1). When the host was not
 observed the share cannot be resolved: the container is expanded without ``limits.cpu`` and the
 plan marks that host as errored anyway (nothing observed to compare with).
+
+This module expands the containers and the scope of each host; the profiles (declared and CUDA)
+and the spec and start hashes are built in ``planning.desired_profiles``, whose public names
+(``DesiredProfile``, ``spec_hash``, ``start_hash``, ``cuda_profile_name``, ...) are importable from
+here as well.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping
 
 from pydantic import Field
@@ -50,29 +53,25 @@ from lxdgpu_reconcile.planning.common import (
     PowerState,
 )
 
+# The profiles and the hashes live in desired_profiles; their public names are part of this
+# module's interface too (``desired.DesiredProfile``, ``desired.spec_hash``, ...).
+from lxdgpu_reconcile.planning.desired_profiles import CUDA_PROFILE as CUDA_PROFILE
+from lxdgpu_reconcile.planning.desired_profiles import ROLE_CUDA as ROLE_CUDA
+from lxdgpu_reconcile.planning.desired_profiles import ROLE_PROFILE as ROLE_PROFILE
+from lxdgpu_reconcile.planning.desired_profiles import DesiredProfile as DesiredProfile
+from lxdgpu_reconcile.planning.desired_profiles import cuda_profile_name as cuda_profile_name
+from lxdgpu_reconcile.planning.desired_profiles import profiles_for, sorted_devices
+from lxdgpu_reconcile.planning.desired_profiles import spec_hash as spec_hash
+from lxdgpu_reconcile.planning.desired_profiles import start_hash as start_hash
+
 #: The profile LXD creates on every host; used without being declared, managed once declared.
 DEFAULT_PROFILE = "default"
-#: Name of the profile (and of its one disk device) of a CUDA version.
-CUDA_PROFILE = "cuda-{version}"
-#: Role tag values (``user.lxdgpu.role``).
+#: Role tag value (``user.lxdgpu.role``) of a user container.
 ROLE_CONTAINER = "container"
-ROLE_PROFILE = "profile"
-ROLE_CUDA = "cuda"
 #: Name of the home disk device of a user container.
 HOME_DEVICE = "home"
 #: Name of the device for GPU ``id`` when a user lists GPU ids.
 GPU_DEVICE = "gpu{id}"
-
-
-class DesiredProfile(Frozen):
-    """A profile as LXD must store it on ``host``."""
-
-    host: str
-    name: str
-    role: str
-    description: str = ""
-    config: dict[str, str] = Field(default_factory=dict)
-    devices: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
 class DesiredInstance(Frozen):
@@ -279,7 +278,9 @@ def _expand_host(
     observed = snap if snap is not None and snap.reachable else None
     errors: list[PlanError] = []
     notes: list[str] = []
-    profiles = _profiles_for(fleet, site, host, scope, errors)
+    profiles = profiles_for(
+        fleet, site, host, users=scope.users, whole_host=scope.prune.whole_host, errors=errors
+    )
     instances: dict[str, DesiredInstance] = {}
     external: list[str] = []
     for user in scope.users:
@@ -297,126 +298,6 @@ def _expand_host(
         paused=host in fleet.hosts and fleet.hosts[host].paused,
         paused_users=tuple(name for name, user in fleet.users.items() if user.paused),
     )
-
-
-def _profiles_for(
-    fleet: models.Fleet,
-    site: sites.Site,
-    host: str,
-    scope: _Scope,
-    errors: list[PlanError],
-) -> dict[str, DesiredProfile]:
-    used: list[str] = []
-    versions: list[str] = []
-    for user in scope.users:
-        used.extend(fleet.profiles_of(user))
-        versions.extend(fleet.users[user].cuda)
-    if scope.prune.whole_host:
-        used.extend(name for name, p in fleet.profiles.items() if host in (p.hosts or ()))
-    profiles: dict[str, DesiredProfile] = {}
-    for name in sorted(set(used)):
-        if name in fleet.profiles:
-            profiles[name] = _fleet_profile(fleet.profiles[name], site, host, name)
-    for version in sorted(set(versions)):
-        cuda = _cuda_profile(fleet, site, host, version, errors)
-        if cuda is None:
-            continue
-        if cuda.name in profiles:
-            errors.append(_name_taken(host, cuda.name, version))
-            continue
-        profiles[cuda.name] = cuda
-    return profiles
-
-
-def _fleet_profile(
-    profile: models.Profile, site: sites.Site, host: str, name: str
-) -> DesiredProfile:
-    devices = {dev_name: _host_side(dev, site) for dev_name, dev in profile.devices.items()}
-    config, devices = rules.without_gpu(profile.config, devices, attach_gpus=site.attach_gpus)
-    return _tagged_profile(
-        host=host,
-        name=name,
-        role=ROLE_PROFILE,
-        description=profile.description,
-        config=config,
-        devices=devices,
-    )
-
-
-def _cuda_profile(
-    fleet: models.Fleet, site: sites.Site, host: str, version: str, errors: list[PlanError]
-) -> DesiredProfile | None:
-    name = cuda_profile_name(version)
-    tree = fleet.cuda.get(version)
-    if tree is None:
-        errors.append(
-            PlanError(
-                code=ErrorCode.UNKNOWN_CUDA,
-                host=host,
-                object=ObjectRef(kind=ObjectKind.PROFILE, name=name),
-                message=f"CUDA {version} is listed by a user on {host} but not declared under "
-                "cuda:",
-                fixes=(f'declare it: cuda: {{"{version}": /usr/local/cuda-{version}}}',),
-            )
-        )
-        return None
-    device = {"type": "disk", "source": site.host_path(tree), "path": tree, "readonly": "true"}
-    return _tagged_profile(
-        host=host,
-        name=name,
-        role=ROLE_CUDA,
-        description=f"CUDA {version} from the host, read-only at {tree}",
-        config={},
-        devices={name: device},
-    )
-
-
-def cuda_profile_name(version: str) -> str:
-    """The profile (and device) name of CUDA ``version``: ``cuda-10.0``."""
-    return CUDA_PROFILE.format(version=version)
-
-
-def _tagged_profile(
-    *,
-    host: str,
-    name: str,
-    role: str,
-    description: str,
-    config: Mapping[str, str],
-    devices: Mapping[str, Mapping[str, str]],
-) -> DesiredProfile:
-    tags = {state.TAG_MANAGED: "true", state.TAG_ROLE: role}
-    full = {**dict(config), **tags}
-    body = {"description": description, "config": full, "devices": devices}
-    full[state.TAG_SPEC_HASH] = spec_hash(body)
-    return DesiredProfile(
-        host=host,
-        name=name,
-        role=role,
-        description=description,
-        config=dict(sorted(full.items())),
-        devices=_sorted_devices(devices),
-    )
-
-
-def _name_taken(host: str, name: str, version: str) -> PlanError:
-    return PlanError(
-        code=ErrorCode.PROFILE_NAME_TAKEN,
-        host=host,
-        object=ObjectRef(kind=ObjectKind.PROFILE, name=name),
-        message=f"the fleet declares a profile {name!r}, which is the name of the profile of "
-        f"CUDA {version}",
-        fixes=(f"rename the declared profile {name!r}",),
-    )
-
-
-def _host_side(device: Mapping[str, str], site: sites.Site) -> dict[str, str]:
-    """A profile device with its host-side ``source`` moved onto ``site``."""
-    dev = dict(device)
-    source = dev.get("source", "")
-    if dev.get("type") == "disk" and "pool" not in dev and source.startswith("/"):
-        dev["source"] = site.host_path(source)
-    return dev
 
 
 # --- one container --------------------------------------------------------------------------------
@@ -464,7 +345,7 @@ def _instance(
         alias=_alias(fleet, spec.template),
         profiles=names,
         config=dict(sorted(config.items())),
-        devices=_sorted_devices(devices),
+        devices=sorted_devices(devices),
         state=PowerState(fleet.state_of(user)),
         paused=spec.paused,
     )
@@ -593,45 +474,3 @@ def _check_gpus(
                     ),
                 )
             )
-
-
-# --- hashes ---------------------------------------------------------------------------------------
-
-
-def spec_hash(body: Mapping[str, object]) -> str:
-    """``sha256:`` + the SHA-256 of ``body`` as canonical JSON, ignoring any spec-hash tag."""
-    config = body.get("config")
-    if isinstance(config, Mapping):
-        body = {**body, "config": {k: v for k, v in config.items() if k != state.TAG_SPEC_HASH}}
-    return "sha256:" + _sha256(body)
-
-
-def start_hash(names: Iterable[str], profiles: Mapping[str, DesiredProfile]) -> str:
-    """Hash of what LXD applies only at start in the managed profiles ``names`` (in order)."""
-    content = []
-    for name in names:
-        profile = profiles.get(name)
-        if profile is None:
-            continue
-        config = {
-            key: value
-            for key, value in profile.config.items()
-            if rules.config_key_timing(key) is rules.Timing.AT_START
-        }
-        devices = {
-            dev_name: dev
-            for dev_name, dev in profile.devices.items()
-            if rules.device_timing(dev) is rules.Timing.AT_START
-        }
-        if config or devices:
-            content.append([name, config, devices])
-    return "sha256:" + _sha256(content)
-
-
-def _sha256(data: object) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _sorted_devices(devices: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
-    return {name: dict(sorted(dev.items())) for name, dev in sorted(devices.items())}

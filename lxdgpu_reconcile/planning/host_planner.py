@@ -33,6 +33,7 @@ _STEPS: dict[str, tuple[int, int]] = {
     "leftover-stop": (-2, 0),
     "leftover-delete": (-2, 1),
     "template-build": (-1, 0),
+    "template-alias": (-1, 0),
     "template-copy": (-1, 1),
     "profile-write": (0, 0),
     "create": (1, 0),

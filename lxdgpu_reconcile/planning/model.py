@@ -136,7 +136,12 @@ class AliasTemplateBody(Frozen):
 
 
 Body = Annotated[
-    CreateInstanceBody | InstanceBody | ProfileBody | BuildTemplateBody | CopyTemplateBody,
+    CreateInstanceBody
+    | InstanceBody
+    | ProfileBody
+    | BuildTemplateBody
+    | CopyTemplateBody
+    | AliasTemplateBody,
     Field(discriminator="body"),
 ]
 
@@ -263,4 +268,4 @@ def summarise(plan: Plan) -> Summary:
 def _is_plain_update(action: Action) -> bool:
     if action.kind is ActionKind.UPDATE:
         return not action.restart
-    return action.kind in (ActionKind.START, ActionKind.STOP)
+    return action.kind in (ActionKind.START, ActionKind.STOP, ActionKind.ALIAS)

@@ -83,16 +83,21 @@ def make_plan(
     template_files: Mapping[str, Mapping[str, bytes]] | None = None,
     only_template: str | None = None,
     force_build: bool = False,
+    distribute: bool = True,
 ) -> Plan:
     """Expand ``fleet`` on ``site`` and plan it against ``snapshot``.
 
     ``only_template`` scopes the plan to one template (what ``build TEMPLATE`` applies): its
     build, alias move or copies and its leftover build containers, nothing else; with
-    ``force_build`` it is built even when its alias already carries the recipe.
+    ``force_build`` it is built even when its alias already carries the recipe, and without
+    ``distribute`` it is not copied to other hosts.
 
     ``template_files`` holds, per template, the contents of the files it pushes (read from the
-    fleet's folder by the caller, ``templates.files``); without it only inline files are known.
+    fleet's folder by the caller, ``templates.sources``); without it only inline files are known.
     """
+    if only_template is not None:
+        scope = templating.BuildScope(only_template, force=force_build, distribute=distribute)
+        return _template_plan(fleet, snapshot, scope, template_files)
     targets = tuple(targets)
     want = desiring.expand(fleet, snapshot, site, targets=targets)
     users = [i.user for host in want.hosts.values() for i in host.instances.values()]
@@ -112,6 +117,38 @@ def make_plan(
         targets=targets,
         templates=template_plan,
     )
+
+
+def _template_plan(
+    fleet: models.Fleet,
+    snapshot: state.FleetSnapshot,
+    scope: templating.BuildScope,
+    template_files: Mapping[str, Mapping[str, bytes]] | None,
+) -> Plan:
+    """The plan of ``build TEMPLATE``: the template's steps on its build host and copy targets;
+    no profile or container is looked at, and nothing is deleted but its leftover builds."""
+    if scope.template not in fleet.templates:
+        known = ", ".join(fleet.templates) or "none"
+        error = PlanError(
+            code=ErrorCode.UNKNOWN_TARGET,
+            message=f"the fleet has no template {scope.template!r} (templates: {known})",
+            fixes=("name one of the fleet's templates (the key under templates:, not its alias)",),
+        )
+        return Plan(errors=(error,))
+    hosts = templating.build_hosts(fleet, scope)
+    only = desiring.PruneScope(whole_host=False)
+    want = desiring.DesiredState(
+        hosts={host: desiring.DesiredHost(host=host, prune=only) for host in hosts}
+    )
+    template_plan = templating.plan_templates(
+        fleet,
+        snapshot,
+        templates=(scope.template,),
+        hosts=hosts,
+        contents=template_files,
+        build=scope,
+    )
+    return build_plan(want, snapshot, targets=hosts, templates=template_plan)
 
 
 def build_plan(

@@ -30,7 +30,7 @@ from lxdgpu_reconcile import state
 from lxdgpu_reconcile.fleet import models
 from lxdgpu_reconcile.planning import diff, fingerprint, rules
 from lxdgpu_reconcile.planning.common import ErrorCode, ObjectKind, ObjectRef, PlanError
-from lxdgpu_reconcile.planning.model import BuildTemplateBody, CopyTemplateBody
+from lxdgpu_reconcile.planning.model import AliasTemplateBody, BuildTemplateBody, CopyTemplateBody
 from lxdgpu_reconcile.templates import recipe
 
 
@@ -39,11 +39,11 @@ class TemplateStep:
     """One template action before it becomes a plan ``Action``."""
 
     host: str
-    kind: Literal["build", "copy", "stop", "delete"]
+    kind: Literal["build", "copy", "alias", "stop", "delete"]
     object: ObjectRef
     step: str
     reason: str
-    body: BuildTemplateBody | CopyTemplateBody | None = None
+    body: BuildTemplateBody | CopyTemplateBody | AliasTemplateBody | None = None
     depends_on: tuple[str, ...] = ()
     observed: str | None = None
     part_of: str | None = None
@@ -74,6 +74,16 @@ class TemplatePlan:
         self.notes.setdefault(host, []).append(note)
 
 
+@dataclass(frozen=True)
+class BuildScope:
+    """A plan for ``build TEMPLATE``: that template only; ``force`` builds an unchanged recipe,
+    ``distribute`` False plans no copies."""
+
+    template: str
+    force: bool = False
+    distribute: bool = True
+
+
 def step_id(host: str, ref: ObjectRef, step: str) -> str:
     """The id of an action, as ``plan`` makes them: ``HOST/KIND/NAME/STEP``."""
     return f"{host}/{ref.kind.value}/{ref.name}/{step}"
@@ -97,21 +107,32 @@ def plan_templates(
     templates: Iterable[str],
     hosts: Iterable[str],
     contents: Mapping[str, Mapping[str, bytes]] | None = None,
+    build: BuildScope | None = None,
 ) -> TemplatePlan:
     """Template steps for ``templates``, and leftover build containers on ``hosts``.
 
     ``contents`` holds, per template, the bytes of every file it pushes (read from the fleet's
-    folder by the caller); without it only inline ``content:`` files are known.
+    folder by the caller); without it only inline ``content:`` files are known. ``build`` is set
+    for ``build TEMPLATE``: only that template, lab stand-ins replaced, leftovers of that template
+    only, optionally forced or without copies.
     """
     result = TemplatePlan()
     for name in templates:
-        _plan_template(fleet, snapshot, name, contents, result)
+        _plan_template(fleet, snapshot, name, contents, result, build)
     for host in hosts:
         snap = snapshot.hosts.get(host)
         if snap is not None and snap.reachable:
-            _leftover_builds(snap, result)
-            _older_builds(fleet, snap, result)
+            _leftover_builds(snap, result, only=build.template if build else None)
+            if build is None:
+                _older_builds(fleet, snap, result)
     return result
+
+
+def build_hosts(fleet: models.Fleet, build: BuildScope) -> tuple[str, ...]:
+    """The hosts a ``build TEMPLATE`` plan covers: the build host, then the copy targets."""
+    template = fleet.templates[build.template]
+    copies = recipe.copy_targets(fleet, build.template) if build.distribute else ()
+    return (template.build_host, *copies)
 
 
 def _reachable(snapshot: state.FleetSnapshot, host: str) -> state.HostSnapshot | None:
@@ -125,6 +146,7 @@ def _plan_template(
     name: str,
     contents: Mapping[str, Mapping[str, bytes]] | None,
     result: TemplatePlan,
+    build: BuildScope | None = None,
 ) -> None:
     template = fleet.templates[name]
     ref = ObjectRef(kind=ObjectKind.TEMPLATE, name=name)
@@ -158,7 +180,7 @@ def _plan_template(
         return
     recipe_hash = recipe.recipe_hash(template, key, file_contents=files)
     build_id = None
-    if _is_lab_stand_in(current):
+    if _is_lab_stand_in(current) and build is None:
         result.note(
             build_host,
             f"lab: {template.alias} is a stand-in image; `lxdgpu-reconcile build {name}` "
@@ -166,27 +188,65 @@ def _plan_template(
         )
     else:
         why = recipe.build_reason(template.alias, current, recipe_hash)
-        if why is not None:
-            step = TemplateStep(
-                host=build_host,
-                kind="build",
-                object=ref,
-                step="template-build",
-                reason=why if current is None else f"{why}; {_KEPT}",
-                body=BuildTemplateBody(
-                    template=name,
-                    spec=template,
-                    recipe_hash=recipe_hash,
-                    base_key=key,
-                    base_source=source,
-                ),
-                changes=(_image_change(template.alias, current, recipe_hash),),
+        forced = build is not None and build.force
+        if why is not None or forced:
+            body = BuildTemplateBody(
+                template=name,
+                spec=template,
+                recipe_hash=recipe_hash,
+                base_key=key,
+                base_source=source,
             )
+            step = _image_step(snap, body, why or "--force", current, forced=forced)
             result.add(step)
             build_id = step.id
             result.ready[(build_host, template.alias)] = step.id
-    for host in recipe.copy_targets(fleet, name):
-        _plan_copy(snapshot, host, name, template, recipe_hash, build_id, result)
+    targets = recipe.copy_targets(fleet, name)
+    for host in targets if build is None or build.distribute else ():
+        _plan_copy(snapshot, host, name, template, recipe_hash, build_id, result, build)
+
+
+def _image_step(
+    snap: state.HostSnapshot,
+    body: BuildTemplateBody,
+    why: str,
+    current: state.ImageObs | None,
+    *,
+    forced: bool,
+) -> TemplateStep:
+    """The build of ``body`` on its build host; or, when an image of the template was already
+    built from this recipe (the fleet file was reverted) and the build is not forced, the move
+    of the alias back onto it."""
+    ref = ObjectRef(kind=ObjectKind.TEMPLATE, name=body.template)
+    alias = body.spec.alias
+    change = (_image_change(alias, current, body.recipe_hash),)
+    kept = (
+        None if forced else recipe.image_with_recipe(snap.images, body.template, body.recipe_hash)
+    )
+    if kept is not None:
+        return TemplateStep(
+            host=snap.host,
+            kind="alias",
+            object=ref,
+            step="template-alias",
+            reason=f"{why}; image {kept.fingerprint[:12]} was built from this recipe",
+            body=AliasTemplateBody(
+                template=body.template,
+                alias=alias,
+                fingerprint=kept.fingerprint,
+                recipe_hash=body.recipe_hash,
+            ),
+            changes=change,
+        )
+    return TemplateStep(
+        host=snap.host,
+        kind="build",
+        object=ref,
+        step="template-build",
+        reason=why if current is None else f"{why}; {_KEPT}",
+        body=body,
+        changes=change,
+    )
 
 
 def _plan_copy(
@@ -197,12 +257,15 @@ def _plan_copy(
     recipe_hash: str,
     build_id: str | None,
     result: TemplatePlan,
+    build: BuildScope | None = None,
 ) -> None:
     snap = _reachable(snapshot, host)
     if snap is None:
         return
     current = snap.image_by_alias(template.alias)
-    if _is_lab_stand_in(current) or recipe.is_current(current, recipe_hash):
+    stand_in = _is_lab_stand_in(current) and build is None
+    rebuilt = build is not None and build_id is not None
+    if stand_in or (recipe.is_current(current, recipe_hash) and not rebuilt):
         return
     ref = ObjectRef(kind=ObjectKind.TEMPLATE, name=name)
     source = snapshot.hosts[template.build_host]
@@ -230,9 +293,11 @@ def _plan_copy(
     result.ready[(host, template.alias)] = step.id
 
 
-def _leftover_builds(snap: state.HostSnapshot, result: TemplatePlan) -> None:
+def _leftover_builds(snap: state.HostSnapshot, result: TemplatePlan, *, only: str | None) -> None:
     for name, obs in sorted(snap.instances.items()):
         if not recipe.is_build_container(obs.config):
+            continue
+        if only is not None and obs.config.get(recipe.TAG_TEMPLATE) != only:
             continue
         ref = ObjectRef(kind=ObjectKind.INSTANCE, name=name)
         template = obs.config.get(recipe.TAG_TEMPLATE, "?")

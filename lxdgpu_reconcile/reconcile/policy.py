@@ -30,7 +30,7 @@ from lxdgpu_reconcile.planning.common import Frozen
 
 #: The action kinds that build or copy template images. ``policy_hold`` holds them back unless
 #: ``reconcile.allow_template_builds`` is true.
-TEMPLATE_KINDS = frozenset({plans.ActionKind.BUILD, plans.ActionKind.COPY})
+TEMPLATE_KINDS = frozenset({plans.ActionKind.BUILD, plans.ActionKind.COPY, plans.ActionKind.ALIAS})
 
 
 class Decision(Frozen):

@@ -39,6 +39,7 @@ _SYMBOLS = {
     plans.ActionKind.START: "!",
     plans.ActionKind.STOP: "!",
     plans.ActionKind.DELETE: "-",
+    plans.ActionKind.ALIAS: "!",
 }
 #: Table columns: heading, ``Summary`` field. Template images only when the plan has some.
 _COLUMNS = tuple(

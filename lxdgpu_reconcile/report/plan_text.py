@@ -29,6 +29,7 @@ _SYMBOLS = {
     plan.ActionKind.DELETE: ("-", "red"),
     plan.ActionKind.BUILD: ("+", "cyan"),
     plan.ActionKind.COPY: ("+", "cyan"),
+    plan.ActionKind.ALIAS: ("~", "cyan"),
 }
 _RESTART = ("-/+", "magenta")
 _HASH_SHOWN = len("sha256:") + 12
@@ -114,6 +115,8 @@ def entry_words(action: plan.Action, steps: Iterable[plan.Action]) -> str:
         return f"build on {action.host}"
     if isinstance(action.body, plan.CopyTemplateBody):
         return f"copy from {action.body.source_host}"
+    if isinstance(action.body, plan.AliasTemplateBody):
+        return f"point {action.body.alias} back at {action.body.fingerprint[:12]}"
     before = [s.kind.value for s in steps if s.id in action.depends_on]
     after = [s.kind.value for s in steps if s.id not in action.depends_on]
     names = [*before, action.kind.value, *after]

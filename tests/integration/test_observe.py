@@ -239,7 +239,7 @@ def test_a_host_that_never_answers_times_out_and_the_other_is_still_read(lab: La
 
 def create_stopped(lab: LabHandle, host: str, names: list[str]) -> None:
     """Create stopped busybox instances through the raw API: all at once, then wait."""
-    client: Any = connecting.connect(host, lab.fleet.hosts[host], timeout=120)
+    client: Any = connecting.connect(host, lab.fleet.hosts[host], timeout=120).client
     operations = [
         client.api.instances.post(
             json={"name": name, "source": {"type": "image", "alias": "busybox"}}

@@ -1,13 +1,13 @@
-"""Helpers for the planner tests: fleets and snapshots from YAML data, and a pure "apply".
+"""Helpers for the planner tests: fleets and snapshots from YAML data, and an in-memory "apply".
 
-``simulate_apply`` performs a plan's non-pending actions on a snapshot the way LXD would (using
-the action bodies exactly as the executor must: ``request()``, ``create_request()`` and
-``put_request``; a template build or copy leaves an image of the body's recipe under the alias),
-adds the keys LXD adds on its own (``volatile.*``, ``image.*``) and refuses what
-LXD or the executor refuses: deleting a running or protected container or a profile in use, an
-action whose dependency has not run, a write to an object that is no longer what the plan saw
-(``Action.observed``) or that is untagged without ``Action.adopt``. Planning again on the result
-is the idempotency check.
+``simulate_apply`` runs the real executor (``execute.executor.apply_plan``) on in-memory LXD hosts
+(``tests.fakes.lxd.FakeLxd``) made from a snapshot, and returns the snapshot they then give. The
+fake adds the keys LXD adds on its own (``volatile.*``, ``image.*``) and refuses what LXD refuses
+(deleting a running or protected container or a profile in use, a stale ``If-Match``); the
+executor refuses an action whose dependency did not succeed and a write to an object that is no
+longer what the plan saw (``Action.observed``) or that is untagged without ``Action.adopt``. Any
+action that fails or is skipped raises ``Refused``. Planning again on the result is the
+idempotency check.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ import yaml
 
 from lxdgpu_reconcile import site as sites
 from lxdgpu_reconcile import state
-from lxdgpu_reconcile.execute import requests
+from lxdgpu_reconcile.execute import executor
+from lxdgpu_reconcile.execute.results import Outcome
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.planning import desired as desiring
-from lxdgpu_reconcile.planning import fingerprint as fingerprints
 from lxdgpu_reconcile.planning import model as planning
 from lxdgpu_reconcile.planning import planner
-from lxdgpu_reconcile.planning.common import ObjectKind
-from lxdgpu_reconcile.templates import recipe
+from tests.fakes.fleet import FakeFleet
 
 #: What every case starts from; a case's ``fleet`` is merged onto it key by key.
 BASE_FLEET: dict[str, Any] = {
@@ -208,169 +207,25 @@ def expanded(obs: state.InstanceObs, profiles: Mapping[str, state.ProfileObs]) -
     return obs.model_copy(update={"expanded_config": config, "expanded_devices": devices})
 
 
-# --- a pure "apply" -------------------------------------------------------------------------------
+# --- apply with the real executor on in-memory hosts ----------------------------------------------
 
 
 class Refused(AssertionError):
-    """What LXD would refuse, or an action out of order."""
+    """An action the executor did not perform: LXD or the executor refused it, or it was skipped."""
 
 
 def simulate_apply(p: planning.Plan, snapshot: state.FleetSnapshot) -> state.FleetSnapshot:
-    """``snapshot`` after the executor performed ``p``'s non-pending actions."""
-    hosts = dict(snapshot.hosts)
-    done: set[str] = set()
-    for host_plan in p.hosts:
-        if not host_plan.applyable:
-            continue
-        hosts[host_plan.host] = _apply_host(host_plan, hosts[host_plan.host], done)
-    return state.FleetSnapshot(hosts=hosts)
-
-
-def _apply_host(
-    host_plan: planning.HostPlan, snap: state.HostSnapshot, done: set[str]
-) -> state.HostSnapshot:
-    """``snap`` after ``host_plan``; ``done`` holds the ids performed so far on every host."""
-    instances = dict(snap.instances)
-    profiles = dict(snap.profiles)
-    images = list(snap.images)
-    for action in host_plan.actions:
-        if action.pending is not None:
-            continue
-        missing = [dep for dep in action.depends_on if dep not in done]
-        if missing:
-            raise Refused(f"{action.id} runs before {missing}")
-        if action.kind in (planning.ActionKind.UPDATE, planning.ActionKind.DELETE):
-            _check_unchanged(action, profiles, instances)
-        if action.object.kind is ObjectKind.PROFILE:
-            _apply_profile(action, profiles, instances)
-        elif action.object.kind is ObjectKind.TEMPLATE:
-            images = _apply_template(action, images)
-        else:
-            _apply_instance(action, instances, profiles)
-        done.add(action.id)
-    instances = {name: expanded(obs, profiles) for name, obs in instances.items()}
-    return snap.model_copy(
-        update={"instances": instances, "profiles": profiles, "images": tuple(images)}
+    """``snapshot`` after the real executor performed ``p``'s non-pending actions on in-memory
+    LXD hosts (``tests.fakes.lxd``); raises ``Refused`` when an action failed or was skipped."""
+    hosts = FakeFleet(snapshot)
+    fleet = Fleet.model_validate(
+        {"version": 1, "hosts": {n: {"endpoint": h.endpoint} for n, h in snapshot.hosts.items()}}
     )
-
-
-def _apply_template(action: planning.Action, images: list[state.ImageObs]) -> list[state.ImageObs]:
-    """A build or copy: a tagged image of the body's recipe, and the alias moved onto it."""
-    body = action.body
-    if isinstance(body, planning.BuildTemplateBody):
-        alias = body.spec.alias
-    elif isinstance(body, planning.CopyTemplateBody):
-        alias = body.alias
-    else:
-        raise Refused(f"{action.id}: {action.kind} of a template without its body")
-    image = state.ImageObs(
-        fingerprint="img-" + body.recipe_hash.removeprefix("sha256:"),
-        aliases=(alias,),
-        properties={
-            state.TAG_MANAGED: "true",
-            recipe.PROP_TEMPLATE: body.template,
-            recipe.PROP_RECIPE_HASH: body.recipe_hash,
-        },
-    )
-    moved = [
-        i.model_copy(update={"aliases": tuple(a for a in i.aliases if a != alias)}) for i in images
-    ]
-    return [*moved, image]
-
-
-def _check_unchanged(
-    action: planning.Action,
-    profiles: Mapping[str, state.ProfileObs],
-    instances: Mapping[str, state.InstanceObs],
-) -> None:
-    """What the executor checks before an update or a delete."""
-    body = action.body
-    keep = body.preserve if isinstance(body, planning.InstanceBody | planning.ProfileBody) else None
-    current: state.ProfileObs | state.InstanceObs
-    if action.object.kind is ObjectKind.PROFILE:
-        current = profiles[action.object.name]
-        now = fingerprints.profile(current, keep)
-    else:
-        current = instances[action.object.name]
-        now = fingerprints.instance(current, keep)
-    if now != action.observed:
-        raise Refused(f"{action.id}: the object is not what the plan saw")
-    if not current.managed and not action.adopt:
-        raise Refused(f"{action.id}: untagged, and the action does not adopt it")
-
-
-def _apply_profile(
-    action: planning.Action,
-    profiles: dict[str, state.ProfileObs],
-    instances: Mapping[str, state.InstanceObs],
-) -> None:
-    name = action.object.name
-    body = action.body
-    if action.kind is planning.ActionKind.CREATE:
-        assert isinstance(body, planning.ProfileBody)
-        if name in profiles:
-            raise Refused(f"profile {name} already exists")
-        profiles[name] = state.ProfileObs(**requests.create_profile_request(body))
-    elif action.kind is planning.ActionKind.UPDATE:
-        assert isinstance(body, planning.ProfileBody)
-        current = profiles[name].model_dump()
-        profiles[name] = state.ProfileObs(name=name, **requests.put_request(body, current))
-    elif action.kind is planning.ActionKind.DELETE:
-        users = [i.name for i in instances.values() if name in i.profiles]
-        if users:
-            raise Refused(f"profile {name} is in use by {users}")
-        del profiles[name]
-    else:
-        raise Refused(f"{action.kind} of a profile")
-
-
-def _apply_instance(
-    action: planning.Action,
-    instances: dict[str, state.InstanceObs],
-    profiles: Mapping[str, state.ProfileObs],
-) -> None:
-    name = action.object.name
-    body = action.body
-    kind = action.kind
-    if kind is planning.ActionKind.CREATE:
-        assert isinstance(body, planning.CreateInstanceBody)
-        request = requests.create_instance_request(body)
-        missing = [p for p in request["profiles"] if p not in profiles]
-        if name in instances or missing:
-            raise Refused(f"create {name}: exists or missing profiles {missing}")
-        instances[name] = state.InstanceObs(
-            name=name,
-            status="Stopped",
-            profiles=tuple(request["profiles"]),
-            config={**request["config"], **LXD_ADDED},
-            devices=request["devices"],
-        )
-    elif kind is planning.ActionKind.UPDATE:
-        assert isinstance(body, planning.InstanceBody)
-        current = instances[name]
-        request = requests.put_request(body, current.model_dump())
-        if any(k.startswith("volatile.idmap") for k in current.config) and not any(
-            k.startswith("volatile.idmap") for k in request["config"]
-        ):
-            raise Refused("Volatile idmap keys can't be deleted by the user")
-        instances[name] = current.model_copy(
-            update={
-                "profiles": tuple(request["profiles"]),
-                "config": request["config"],
-                "devices": request["devices"],
-            }
-        )
-    elif kind is planning.ActionKind.START:
-        instances[name] = instances[name].model_copy(update={"status": "Running"})
-    elif kind is planning.ActionKind.STOP:
-        instances[name] = instances[name].model_copy(update={"status": "Stopped"})
-    elif kind is planning.ActionKind.DELETE:
-        current = expanded(instances[name], profiles)
-        if current.running:
-            raise Refused(f"{name}: Instance is running")
-        if current.expanded_config.get("security.protection.delete") == "true":
-            raise Refused(f"{name}: Instance is protected")
-        del instances[name]
+    report = executor.apply_plan(p, fleet, timeout=5.0, connect=hosts.connect)
+    refused = [r for r in report.results if r.outcome in (Outcome.FAILED, Outcome.SKIPPED)]
+    if refused:
+        raise Refused("; ".join(f"{r.id}: {r.outcome}: {r.message} ({r.hint})" for r in refused))
+    return hosts.snapshot()
 
 
 # --- scenarios and golden files -------------------------------------------------------------------

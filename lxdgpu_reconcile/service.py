@@ -1,0 +1,339 @@
+"""The service layer every command calls: load, plan, apply, saved plans. Does I/O.
+
+Reads the fleet file, its template files and saved plans, observes the hosts and applies plans
+(through ``observe`` and ``execute``). Never prints and never exits: every problem the admin can
+act on is raised as a ``ToolError`` subclass, which the command line turns into output and an
+exit status in one place (``cli.app``).
+
+The sequence is ``read_fleet`` (the fleet file, with its warnings as data), ``locate`` (where its
+hosts are: the real ones or the lab, and whether each can be connected to as configured), then
+``plan`` (observe and plan) and ``apply``. ``load`` does the first two in one call.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from lxdgpu_reconcile import __version__
+from lxdgpu_reconcile import lab as labs
+from lxdgpu_reconcile.errors import ToolError
+from lxdgpu_reconcile.execute import executor
+from lxdgpu_reconcile.execute.results import ApplyReport
+from lxdgpu_reconcile.fleet.loading import Problem, load_fleet
+from lxdgpu_reconcile.fleet.models import Fleet
+from lxdgpu_reconcile.observe import connect as connecting
+from lxdgpu_reconcile.observe.reading import observe_fleet
+from lxdgpu_reconcile.planning import model as plans
+from lxdgpu_reconcile.planning import planner, saving
+from lxdgpu_reconcile.site import Site
+from lxdgpu_reconcile.state import FleetSnapshot
+from lxdgpu_reconcile.templates.sources import template_files
+
+#: What to do when the fleet file cannot be read at all.
+NAME_THE_FLEET = "name the fleet file with -f FLEET (default: fleet.yaml in this directory)"
+
+
+class FleetProblems(ToolError):
+    """The fleet file cannot be used: ``problems`` (sorted, each ``FILE:LINE:COL: path: msg``)."""
+
+    def __init__(self, problems: tuple[Problem, ...], hint: str) -> None:
+        super().__init__("\n".join(str(p) for p in problems), hint)
+        self.problems = problems
+
+
+class UnusableLab(ToolError):
+    """The lab given with ``--lab`` cannot be used (the message starts with ``lab: ``)."""
+
+
+class UnusableHosts(ToolError):
+    """Hosts that cannot be connected to as the fleet file configures them, one error each."""
+
+    def __init__(self, errors: tuple[connecting.HostConnectError, ...]) -> None:
+        super().__init__("\n".join(e.message for e in errors), errors[-1].hint if errors else "")
+        self.errors = errors
+
+
+class StalePlan(ToolError):
+    """A saved plan that no longer applies: ``stale`` holds every reason, nothing was written."""
+
+    def __init__(self, stale: tuple[saving.Stale, ...], *, plan_file: str, replan: str) -> None:
+        super().__init__(
+            f"{plan_file} is stale: nothing was applied.",
+            f"run plan again ({replan}), review it, then apply the new plan",
+        )
+        self.stale = stale
+        self.plan_file = plan_file
+        self.replan = replan
+
+
+# --- the fleet ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FleetRead:
+    """A usable fleet file: the fleet as written, and the warnings worth showing."""
+
+    fleet: Fleet
+    path: Path
+    warnings: tuple[Problem, ...] = ()
+
+
+def read_fleet(fleet_path: Path, *, certs: bool) -> FleetRead:
+    """The fleet in ``fleet_path``; raises ``FleetProblems`` with every error.
+
+    ``certs``: missing certificate files of https hosts are errors too (for commands that
+    connect to the real hosts). Warnings about missing certificates are never returned.
+    """
+    result = load_fleet(fleet_path)
+    errors = result.errors + (result.missing_certs if certs else ())
+    if errors or result.fleet is None:
+        raise FleetProblems(tuple(sorted(errors)), fix_fleet_hint(fleet_path))
+    missing_certs = {(p.line, p.col, p.path) for p in result.missing_certs}
+    warnings = tuple(w for w in result.warnings if (w.line, w.col, w.path) not in missing_certs)
+    return FleetRead(fleet=result.fleet, path=fleet_path, warnings=warnings)
+
+
+def fix_fleet_hint(fleet_path: Path) -> str:
+    """What to do about a fleet file that could not be used."""
+    if not fleet_path.is_file():
+        return NAME_THE_FLEET
+    return f"fix the fleet file (`lxdgpu-reconcile validate -f {fleet_path}`) and run again"
+
+
+def fleet_digest(path: Path) -> str:
+    """The SHA-256 of the fleet file at ``path``; raises ``ToolError`` when it cannot be read."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ToolError(
+            f"cannot read the fleet file {path}: {exc.strerror or exc}",
+            "give its path with -f FLEET",
+        ) from None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A fleet ready for its hosts: pointed at the lab when one is given, every host usable.
+
+    ``template_files`` (the contents of every template's files, read relative to the fleet file)
+    is read on first use and kept; reading raises ``TemplateFileError``.
+    """
+
+    fleet: Fleet
+    site: Site
+    path: Path
+    warnings: tuple[Problem, ...] = ()
+
+    @functools.cached_property
+    def template_files(self) -> Mapping[str, Mapping[str, bytes]]:
+        return {
+            name: template_files(template, self.path.parent)
+            for name, template in self.fleet.templates.items()
+        }
+
+
+def locate(read: FleetRead, lab: Path | None) -> Loaded:
+    """``read`` on the real hosts, or pointed at the lab in ``lab``; checks that every host can
+    be connected to as configured (certificate files present and readable).
+
+    Raises ``UnusableLab`` or ``UnusableHosts``.
+    """
+    try:
+        fleet, site = labs.site_for(read.fleet, lab)
+    except labs.LabError as exc:
+        raise UnusableLab(f"lab: {exc.message}", exc.hint) from None
+    except OSError as exc:
+        raise unreadable_lab(lab, exc) from None
+    unusable = tuple(
+        found
+        for name, host in fleet.hosts.items()
+        if (found := connecting.check_config(name, host))
+    )
+    if unusable:
+        raise UnusableHosts(unusable)
+    return Loaded(fleet=fleet, site=site, path=read.path, warnings=read.warnings)
+
+
+def load(fleet_path: Path, lab: Path | None) -> Loaded:
+    """``read_fleet`` then ``locate``: certificates are required unless ``lab`` is given."""
+    return locate(read_fleet(fleet_path, certs=lab is None), lab)
+
+
+# --- plan and apply -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What to plan: the options of ``plan``, ``apply``, ``reconcile`` and ``build``.
+
+    ``adopt``: True (every untagged object in the fleet's way), False, or names to adopt.
+    ``only_template``/``force_build``: plan one template's build and copies only (``build``).
+    """
+
+    targets: tuple[str, ...] = ()
+    prune: bool = False
+    adopt: bool | tuple[str, ...] = False
+    allow_restart: bool = False
+    only_template: str | None = None
+    force_build: bool = False
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A plan and the observation it was made from."""
+
+    plan: plans.Plan
+    snapshot: FleetSnapshot
+
+
+def plan(loaded: Loaded, request: PlanRequest, *, timeout: float) -> Planned:
+    """Read the template files, observe every host (``timeout`` seconds each), and plan."""
+    contents = loaded.template_files
+    snapshot = observe_fleet(loaded.fleet, timeout=timeout)
+    made = planner.make_plan(
+        loaded.fleet,
+        snapshot,
+        loaded.site,
+        targets=request.targets,
+        prune=request.prune,
+        adopt=request.adopt,
+        allow_restart=request.allow_restart,
+        template_files=contents,
+        only_template=request.only_template,
+        force_build=request.force_build,
+    )
+    return Planned(plan=made, snapshot=snapshot)
+
+
+def apply(
+    loaded: Loaded,
+    p: plans.Plan,
+    *,
+    timeout: float,
+    progress: executor.Progress | None = None,
+) -> ApplyReport:
+    """Perform ``p`` on the hosts of ``loaded``; ``timeout`` bounds each LXD operation."""
+    return executor.apply_plan(
+        p,
+        loaded.fleet,
+        timeout=timeout,
+        progress=progress,
+        template_files=loaded.template_files,
+    )
+
+
+# --- saved plans ----------------------------------------------------------------------------------
+
+
+def saved_plan(planned: Planned, *, fleet_path: Path, digest: str, lab: Path | None) -> str:
+    """``planned`` (made from the fleet file with SHA-256 ``digest``) as the text of a plan file.
+
+    Raises ``ToolError`` when the fleet file changed while the plan was being made.
+    """
+    if fleet_digest(fleet_path) != digest:
+        raise ToolError(
+            f"{fleet_path} changed while the plan was being made; the plan was not saved",
+            "run plan again",
+        )
+    saved = saving.save(
+        planned.plan,
+        planned.snapshot,
+        fleet=saving.FleetFile(path=str(fleet_path), sha256=digest),
+        lab=str(lab.resolve()) if lab is not None else None,
+        tool_version=__version__,
+        created_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    )
+    return saving.render(saved)
+
+
+@dataclass(frozen=True)
+class OpenedPlan:
+    """A saved plan that passed the checks needing no host: where it applies, and to what."""
+
+    saved: saving.SavedPlan
+    plan_file: Path
+    fleet_path: Path
+    lab: Path | None
+    digest: str
+
+    @property
+    def replan(self) -> str:
+        """The command that makes a fresh plan in its place."""
+        return f"lxdgpu-reconcile plan -f {self.fleet_path} --out {self.plan_file}"
+
+
+def open_saved(plan_file: Path, *, fleet: Path | None, lab: Path | None) -> OpenedPlan:
+    """The saved plan in ``plan_file``, checked against everything but the hosts: the lab it was
+    made for, the fleet file's bytes and the tool version.
+
+    ``fleet`` overrides the fleet file the plan names. Raises ``SavedPlanError``, ``ToolError``
+    or ``StalePlan``.
+    """
+    try:
+        text = plan_file.read_text()
+    except OSError as exc:
+        raise saving.SavedPlanError(
+            f"cannot read {plan_file}: {exc.strerror or exc}", "check the path of the plan"
+        ) from None
+    saved = saving.parse(text, name=str(plan_file))
+    saved_lab = Path(saved.lab) if saved.lab else None
+    if lab is not None and (saved_lab is None or lab.resolve() != saved_lab):
+        made_for = f"the lab in {saved.lab}" if saved.lab else "the real hosts"
+        raise saving.SavedPlanError(
+            f"{plan_file} was made for {made_for}, and --lab (or LXDGPU_LAB) points at {lab}",
+            "apply it where it was made (unset LXDGPU_LAB, or give the same --lab), or plan again "
+            "for the other one",
+        )
+    fleet_path = fleet or Path(saved.fleet.path)
+    opened = OpenedPlan(
+        saved=saved,
+        plan_file=plan_file,
+        fleet_path=fleet_path,
+        lab=saved_lab,
+        digest=fleet_digest(fleet_path),
+    )
+    early = saving.check(
+        saved.model_copy(update={"preconditions": ()}),
+        FleetSnapshot(),
+        fleet_sha256=opened.digest,
+        tool_version=__version__,
+    )
+    if early:
+        raise StalePlan(early, plan_file=str(plan_file), replan=opened.replan)
+    return opened
+
+
+def check_saved(opened: OpenedPlan, loaded: Loaded, *, timeout: float) -> None:
+    """Observe the hosts ``opened`` writes to (``timeout`` seconds each) and check every
+    precondition; raises ``StalePlan`` with every reason it no longer applies."""
+    snapshot = observe_fleet(loaded.fleet, timeout=timeout, hosts=opened.saved.hosts_to_check)
+    stale = saving.check(
+        opened.saved, snapshot, fleet_sha256=opened.digest, tool_version=__version__
+    )
+    if stale:
+        raise StalePlan(stale, plan_file=str(opened.plan_file), replan=opened.replan)
+
+
+# --- the lab --------------------------------------------------------------------------------------
+
+
+def lab_env(lab_dir: Path, host: str) -> str:
+    """The shell lines that point ``lxc`` at ``host``'s lab daemon; raises ``LabError``, or
+    ``UnusableLab`` when the lab directory cannot be read at all."""
+    try:
+        return labs.lab_env(lab_dir, host)
+    except OSError as exc:
+        raise unreadable_lab(lab_dir, exc) from None
+
+
+def unreadable_lab(lab_dir: Path | None, exc: OSError) -> UnusableLab:
+    """The error for a lab directory that cannot be read at all (not a directory, no access)."""
+    return UnusableLab(
+        f"lab: cannot read the lab in {lab_dir}: {exc.strerror or exc}",
+        "give --lab (or LXDGPU_LAB) the directory `lxdgpu-reconcile lab up` made",
+    )

@@ -1,0 +1,1 @@
+"""Executor tests over in-memory LXD hosts."""
