@@ -2,9 +2,9 @@
 
 Every problem the admin can act on (a fleet file that cannot be used, a host that does not
 answer, a stale saved plan, a lock held by another run, a lab that cannot start) is raised as a
-``ToolError`` subclass by the library, carrying ``message`` and ``hint``. The command line turns
-one into output and an exit status in one place (``cli.app.main``); nothing below the command
-line exits the process or prints.
+``ToolError`` subclass by the library, carrying ``message`` and ``hint``. The command line
+turns one into output and an exit status in one place (``cli.app.ToolErrorGroup``); nothing
+below the command line exits the process or prints.
 """
 
 from __future__ import annotations

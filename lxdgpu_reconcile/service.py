@@ -14,26 +14,29 @@ from __future__ import annotations
 
 import datetime
 import functools
-import hashlib
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lxdgpu_reconcile import __version__
+from lxdgpu_reconcile import __version__, fileio
 from lxdgpu_reconcile import lab as labs
 from lxdgpu_reconcile.errors import ToolError
-from lxdgpu_reconcile.execute import executor
-from lxdgpu_reconcile.execute.results import ApplyReport
+from lxdgpu_reconcile.execute import commands, executor, images, lxdops
+from lxdgpu_reconcile.execute.build_outcome import BuildOutcome, check_buildable, outcome_of
+from lxdgpu_reconcile.execute.results import ApplyReport, Event
 from lxdgpu_reconcile.fleet.loading import Problem, load_fleet
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.observe import connect as connecting
 from lxdgpu_reconcile.observe.reading import observe_fleet
 from lxdgpu_reconcile.planning import model as plans
-from lxdgpu_reconcile.planning import planner, saving
+from lxdgpu_reconcile.planning import planner, saving, template_steps
 from lxdgpu_reconcile.site import Site
 from lxdgpu_reconcile.state import FleetSnapshot
 from lxdgpu_reconcile.templates.sources import template_files
 
+#: Seconds each host gets to answer an observation.
+OBSERVE_TIMEOUT = 30.0
 #: What to do when the fleet file cannot be read at all.
 NAME_THE_FLEET = "name the fleet file with -f FLEET (default: fleet.yaml in this directory)"
 
@@ -108,7 +111,7 @@ def fix_fleet_hint(fleet_path: Path) -> str:
 def fleet_digest(path: Path) -> str:
     """The SHA-256 of the fleet file at ``path``; raises ``ToolError`` when it cannot be read."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return fileio.sha256_of(path)
     except OSError as exc:
         raise ToolError(
             f"cannot read the fleet file {path}: {exc.strerror or exc}",
@@ -172,7 +175,8 @@ class PlanRequest:
     """What to plan: the options of ``plan``, ``apply``, ``reconcile`` and ``build``.
 
     ``adopt``: True (every untagged object in the fleet's way), False, or names to adopt.
-    ``only_template``/``force_build``: plan one template's build and copies only (``build``).
+    ``only_template``/``force_build``/``distribute``: plan one template's build and copies only
+    (``build``).
     """
 
     targets: tuple[str, ...] = ()
@@ -181,6 +185,7 @@ class PlanRequest:
     allow_restart: bool = False
     only_template: str | None = None
     force_build: bool = False
+    distribute: bool = True
 
 
 @dataclass(frozen=True)
@@ -194,7 +199,11 @@ class Planned:
 def plan(loaded: Loaded, request: PlanRequest, *, timeout: float) -> Planned:
     """Read the template files, observe every host (``timeout`` seconds each), and plan."""
     contents = loaded.template_files
-    snapshot = observe_fleet(loaded.fleet, timeout=timeout)
+    hosts = None
+    if request.only_template in loaded.fleet.templates:
+        scope = template_steps.BuildScope(request.only_template, distribute=request.distribute)
+        hosts = template_steps.build_hosts(loaded.fleet, scope)
+    snapshot = observe_fleet(loaded.fleet, timeout=timeout, hosts=hosts)
     made = planner.make_plan(
         loaded.fleet,
         snapshot,
@@ -206,6 +215,7 @@ def plan(loaded: Loaded, request: PlanRequest, *, timeout: float) -> Planned:
         template_files=contents,
         only_template=request.only_template,
         force_build=request.force_build,
+        distribute=request.distribute,
     )
     return Planned(plan=made, snapshot=snapshot)
 
@@ -216,14 +226,81 @@ def apply(
     *,
     timeout: float,
     progress: executor.Progress | None = None,
+    step_timeout: float = images.DEFAULT_STEP_TIMEOUT,
 ) -> ApplyReport:
-    """Perform ``p`` on the hosts of ``loaded``; ``timeout`` bounds each LXD operation."""
+    """Perform ``p`` on the hosts of ``loaded``; ``timeout`` bounds each LXD operation,
+    ``step_timeout`` each step of a template build."""
     return executor.apply_plan(
         p,
         loaded.fleet,
         timeout=timeout,
         progress=progress,
         template_files=loaded.template_files,
+        step_timeout=step_timeout,
+    )
+
+
+# --- one template -----------------------------------------------------------------------------
+
+
+def build_template(
+    loaded: Loaded,
+    name: str,
+    *,
+    force: bool = False,
+    distribute: bool = True,
+    timeout: float = lxdops.DEFAULT_TIMEOUT,
+    step_timeout: float = images.DEFAULT_STEP_TIMEOUT,
+    progress: Callable[[images.BuildEvent], None] | None = None,
+) -> BuildOutcome:
+    """``build TEMPLATE``: plan template ``name`` alone (``force``: even when current;
+    ``distribute``: with its copies) and perform that plan (``perform_build``)."""
+    request = PlanRequest(only_template=name, force_build=force, distribute=distribute)
+    planned = plan(loaded, request, timeout=min(timeout, OBSERVE_TIMEOUT))
+    return perform_build(
+        loaded, planned, name, timeout=timeout, step_timeout=step_timeout, progress=progress
+    )
+
+
+def perform_build(
+    loaded: Loaded,
+    planned: Planned,
+    name: str,
+    *,
+    timeout: float,
+    step_timeout: float = images.DEFAULT_STEP_TIMEOUT,
+    progress: Callable[[images.BuildEvent], None] | None = None,
+    events: executor.Progress | None = None,
+) -> BuildOutcome:
+    """Apply the ``build TEMPLATE`` plan ``planned``, read its hosts again and tell what it did.
+
+    ``progress`` gets the build's stages, steps and output lines; ``events`` every event of the
+    apply. Raises ``BuildError`` when the plan has no build host to work on or its build failed.
+    """
+    tail: deque[str] = deque(maxlen=commands.TAIL_LINES)
+
+    def watch(event: Event) -> None:
+        if isinstance(event.build, images.StepStarted):
+            tail.clear()
+        elif isinstance(event.build, images.StepOutput):
+            tail.append(event.build.line)
+        if event.build is not None and progress is not None:
+            progress(event.build)
+        if events is not None:
+            events(event)
+
+    check_buildable(planned.plan, name)
+    report = apply(loaded, planned.plan, timeout=timeout, progress=watch, step_timeout=step_timeout)
+    hosts = [host.host for host in planned.plan.hosts]
+    after = observe_fleet(loaded.fleet, timeout=min(timeout, OBSERVE_TIMEOUT), hosts=hosts)
+    return outcome_of(
+        planned.plan,
+        report,
+        name,
+        alias=loaded.fleet.templates[name].alias,
+        before=planned.snapshot,
+        after=after,
+        tail=tuple(tail),
     )
 
 

@@ -16,9 +16,9 @@ from typer.core import TyperGroup
 from lxdgpu_reconcile import service
 from lxdgpu_reconcile.cli.common import err_console
 from lxdgpu_reconcile.errors import ToolError
+from lxdgpu_reconcile.execute.build_outcome import BuildError
 from lxdgpu_reconcile.lab import LabError
 from lxdgpu_reconcile.report import saved_text
-from lxdgpu_reconcile.templates.workflow import BuildError
 
 #: Output lines of a failed build step shown with the error (the last ones).
 TAIL_SHOWN = 20

@@ -1,25 +1,27 @@
 """``build``: build one template now on its build host and copy it to its hosts, watched live.
 
-Writes to the build host (a temporary build container, the published image, the alias) and to
-the distribution hosts (the copied image and alias). Progress goes to standard error, one line
-per stage and per step with the step's output indented below it; the result to standard output.
+A plan scoped to the template (``service.build_template``), shown on standard error and performed
+by the executor like any plan. Writes to the build host (a temporary build container, the
+published image, the alias) and to the distribution hosts (the copied image and alias). Progress
+goes to standard error, one line per stage and per step with the step's output indented below it;
+the result to standard output.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
+from lxdgpu_reconcile import service
 from lxdgpu_reconcile.cli.app import app
-from lxdgpu_reconcile.cli.common import FleetOpt, LabOpt, err_console, fleet_for_hosts, out
+from lxdgpu_reconcile.cli.common import FleetOpt, LabOpt, err_console, load, out
 from lxdgpu_reconcile.cli.locking import LockFileOpt, LockWaitOpt, held
 from lxdgpu_reconcile.execute import images as executing
 from lxdgpu_reconcile.execute.lxdops import DEFAULT_TIMEOUT
-from lxdgpu_reconcile.templates.workflow import BuildError, Outcome, build_and_distribute
-
-#: Output lines of a failed step shown with the error (the last ones).
-TAIL_SHOWN = 20
+from lxdgpu_reconcile.execute.results import Event
+from lxdgpu_reconcile.planning import model as plans
+from lxdgpu_reconcile.report import build_text, plan_text
 
 
 @app.command()
@@ -68,21 +70,24 @@ def build(
 
     Example: [bold]lxdgpu-reconcile build desktop -f fleet.yaml --force --no-distribute[/bold]
     """
-    spec, _site = fleet_for_hosts(fleet, lab)
+    loaded = load(fleet, lab)
+    request = service.PlanRequest(
+        only_template=template, force_build=force, distribute=not no_distribute
+    )
     with held(lock_file, lock_wait, "build", required=False):
         try:
-            outcome = build_and_distribute(
-                spec,
+            planned = service.plan(loaded, request, timeout=min(timeout, service.OBSERVE_TIMEOUT))
+            if planned.plan.actions:
+                err_console.print(plan_text.render(planned.plan))
+            outcome = service.perform_build(
+                loaded,
+                planned,
                 template,
-                base_dir=fleet.parent,
-                force=force,
-                distribute=not no_distribute,
                 timeout=timeout,
                 step_timeout=step_timeout,
                 progress=show_progress,
+                events=show_stage,
             )
-        except BuildError as exc:
-            _fail(exc)
         except KeyboardInterrupt:
             err_console.print(
                 "interrupted: the build container was deleted and the template's alias is "
@@ -90,7 +95,8 @@ def build(
                 markup=False,
             )
             raise typer.Exit(130) from None
-    _report(outcome)
+    for problem, line in build_text.lines(outcome):
+        (err_console if problem else out).print(line, markup=False, soft_wrap=True)
     if not outcome.ok:
         raise typer.Exit(1)
 
@@ -109,40 +115,20 @@ def show_progress(event: executing.BuildEvent) -> None:
         err_console.print(f"{prefix}{event.message}", markup=False, soft_wrap=True)
 
 
-def _fail(exc: BuildError) -> NoReturn:
-    if exc.tail:
-        err_console.print("last output of the step:", markup=False)
-        for line in exc.tail[-TAIL_SHOWN:]:
-            err_console.print(f"    {line}", markup=False, soft_wrap=True)
-    err_console.print(f"error: {exc.message}", markup=False, soft_wrap=True)
-    if exc.hint:
-        err_console.print(f"  what to do: {exc.hint}", markup=False, soft_wrap=True)
-    raise typer.Exit(1)
-
-
-def _report(outcome: Outcome) -> None:
-    fp = outcome.fingerprint[:12]
-    where = f"{outcome.alias} ({fp}) on {outcome.build_host}"
-    if outcome.action == "built" and outcome.build is not None:
-        took = f"{outcome.build.seconds:.1f} s"
-        out.print(f"built {where} in {took}: {outcome.reason}", markup=False, soft_wrap=True)
-    elif outcome.action == "restored":
-        out.print(f"restored {where}: {outcome.reason}", markup=False, soft_wrap=True)
+def show_stage(event: Event) -> None:
+    """A line on standard error when a build, alias move, copy or leftover removal starts."""
+    action = event.action
+    if event.result is not None or event.line is not None:
+        return
+    body = action.body
+    if isinstance(body, plans.BuildTemplateBody):
+        line = f"{action.host}: building {body.spec.alias}: {action.reason}"
+    elif isinstance(body, plans.AliasTemplateBody):
+        line = f"{action.host}: pointing {body.alias} back at {body.fingerprint[:12]}"
+    elif isinstance(body, plans.CopyTemplateBody):
+        line = f"{action.host}: copying {body.alias} from {body.source_host}"
+    elif action.kind is plans.ActionKind.DELETE:
+        line = f"{action.host}: removing leftover build container {action.object.name}"
     else:
-        out.print(f"unchanged: {where} already carries the recipe", markup=False)
-    out.print(f"  recipe {outcome.recipe_hash}", markup=False)
-    for copy in outcome.copies:
-        if copy.action == "failed":
-            err_console.print(f"error: {copy.host}: copy failed: {copy.error}", markup=False)
-            if copy.hint:
-                err_console.print(f"  what to do: {copy.hint}", markup=False)
-        elif copy.action == "copied":
-            out.print(f"copied to {copy.host} in {copy.seconds:.1f} s", markup=False)
-        elif copy.action == "aliased":
-            out.print(f"{copy.host} had the image; pointed {outcome.alias} at it", markup=False)
-        else:
-            out.print(f"{copy.host} already has it", markup=False)
-    for host, fingerprints in outcome.pruned.items():
-        if fingerprints:
-            short = ", ".join(fp[:12] for fp in fingerprints)
-            out.print(f"deleted old images on {host}: {short}", markup=False)
+        return
+    err_console.print(line, markup=False, soft_wrap=True)

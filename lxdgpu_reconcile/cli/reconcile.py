@@ -19,12 +19,12 @@ from typing import Annotated
 import typer
 
 from lxdgpu_reconcile import __version__, service
+from lxdgpu_reconcile import fileio as files
 from lxdgpu_reconcile.cli.app import app, report_error
 from lxdgpu_reconcile.cli.common import FleetOpt, LabOpt, err_console, load, out
 from lxdgpu_reconcile.cli.locking import LockFileOpt, LockWaitOpt
 from lxdgpu_reconcile.errors import ToolError
 from lxdgpu_reconcile.reconcile import cycle as cycles
-from lxdgpu_reconcile.reconcile import files
 from lxdgpu_reconcile.reconcile import lock as locks
 from lxdgpu_reconcile.reconcile import policy as policies
 from lxdgpu_reconcile.reconcile.outcome import Result, Run, result_of

@@ -13,11 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NoReturn
 
+from lxdgpu_reconcile import fileio as files
 from lxdgpu_reconcile import service
 from lxdgpu_reconcile.cli.common import err_console, load, perform, show_plan
 from lxdgpu_reconcile.cli.locking import held
 from lxdgpu_reconcile.errors import ToolError
-from lxdgpu_reconcile.reconcile import files
 
 
 def write(

@@ -47,8 +47,10 @@ def apply_plan(
     progress: Progress | None = None,
     template_files: Mapping[str, Mapping[str, bytes]] | None = None,
     connect: Connect | None = None,
+    step_timeout: float = images.DEFAULT_STEP_TIMEOUT,
 ) -> ApplyReport:
-    """Perform ``plan`` on the hosts of ``fleet``; ``timeout`` bounds each LXD operation.
+    """Perform ``plan`` on the hosts of ``fleet``; ``timeout`` bounds each LXD operation,
+    ``step_timeout`` each step of a template build.
 
     ``connect`` opens the API of a host by name (default: a pinned pylxd client of the fleet's
     host, ``observe.connect.connect``); each connection is closed once its host is done.
@@ -67,6 +69,7 @@ def apply_plan(
         notify=progress or (lambda event: None),
         template_files=template_files or {},
         connect=connect or _pylxd_connect(fleet, timeout),
+        step_timeout=step_timeout,
     )
     for action_id in _never_ready(hosts):
         message = "not run: it waits, through its dependencies, on itself; plan again"
@@ -101,8 +104,10 @@ class _Run:
         notify: Progress,
         template_files: Mapping[str, Mapping[str, bytes]],
         connect: Connect,
+        step_timeout: float,
     ) -> None:
         self.fleet = fleet
+        self.step_timeout = step_timeout
         self.connect = connect
         self.actions = actions
         self.timeout = timeout
@@ -187,7 +192,14 @@ class _Run:
             self.notify(Event(action, line=line, build=event))
 
         files = self.template_files.get(body.template) or recipe.inline_contents(body.spec)
-        return template_actions.build(client, body, files=files, timeout=self.timeout, show=show)
+        return template_actions.build(
+            client,
+            body,
+            files=files,
+            timeout=self.timeout,
+            step_timeout=self.step_timeout,
+            show=show,
+        )
 
     def copy(self, client: LxdApi, body: plans.CopyTemplateBody) -> str:
         source = self.open(body.source_host)

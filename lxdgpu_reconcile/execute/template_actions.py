@@ -22,6 +22,7 @@ def build(
     *,
     files: Mapping[str, bytes],
     timeout: float,
+    step_timeout: float = images.DEFAULT_STEP_TIMEOUT,
     show: Callable[[str, images.BuildEvent], None],
 ) -> str:
     """Build the template on the host of ``client``; ``show`` gets each progress line and the
@@ -48,6 +49,7 @@ def build(
         base_source=body.base_source,
         progress=progress,
         timeout=timeout,
+        step_timeout=step_timeout,
     )
     images.prune_old_images(client, body.template, timeout=timeout)
     return f"built {built.fingerprint[:12]} in {built.seconds:.0f}s"

@@ -16,12 +16,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from lxdgpu_reconcile import service
 from lxdgpu_reconcile.cli import app
 from lxdgpu_reconcile.execute import images as executing
+from lxdgpu_reconcile.execute.build_outcome import BuildError, BuildOutcome
 from lxdgpu_reconcile.fleet.models import Fleet, Host, Template, TemplateFile
 from lxdgpu_reconcile.observe.connect import connect
 from lxdgpu_reconcile.templates import recipe
-from lxdgpu_reconcile.templates.workflow import BuildError, Outcome, build_and_distribute
 from tests.integration.conftest import LabHandle
 
 pytestmark = pytest.mark.lxd
@@ -53,10 +54,8 @@ class Scratch:
     def fleet(self, template: Template) -> Fleet:
         return self.lab.fleet.model_copy(update={"templates": {self.name: template}})
 
-    def build(self, template: Template, **options: Any) -> Outcome:
-        return build_and_distribute(
-            self.fleet(template), self.name, base_dir=self.lab.dir, timeout=60, **options
-        )
+    def build(self, template: Template, **options: Any) -> BuildOutcome:
+        return build_fleet(self.lab, self.fleet(template), self.name, **options)
 
     def launch(self, host: str, image: str) -> str:
         container = f"{self.name}-c{len(self.containers)}"
@@ -83,6 +82,12 @@ class Scratch:
             for image in executing.list_images(client):
                 if image.properties.get(recipe.PROP_TEMPLATE) == self.name:
                     self.lab.lxc(host, "image", "delete", image.fingerprint, check=False)
+
+
+def build_fleet(lab: LabHandle, fleet: Fleet, name: str, **options: Any) -> BuildOutcome:
+    """``build TEMPLATE`` of ``fleet`` (template files relative to the lab directory)."""
+    loaded = service.Loaded(fleet=fleet, site=lab.site, path=lab.dir / "fleet.yaml")
+    return service.build_template(loaded, name, timeout=60, **options)
 
 
 @pytest.fixture
@@ -267,7 +272,7 @@ def test_an_unreachable_host_fails_its_copy_only(scratch: Scratch) -> None:
     hosts = {**scratch.lab.fleet.hosts, "ghost": Host.model_validate(ghost)}
     fleet = scratch.fleet(template).model_copy(update={"hosts": hosts})
 
-    outcome = build_and_distribute(fleet, scratch.name, base_dir=scratch.lab.dir, timeout=60)
+    outcome = build_fleet(scratch.lab, fleet, scratch.name)
 
     assert [(c.host, c.action) for c in outcome.copies] == [
         ("ghost", "failed"),

@@ -129,7 +129,13 @@ def test_plan_forwards_every_option_to_the_planner(
         seen.update(options, snapshot=snap, site=site)
         return planning.Plan()
 
-    monkeypatch.setattr(service, "observe_fleet", lambda fleet, timeout: snapshot)
+    observed: list[Any] = []
+
+    def observe(fleet: Any, timeout: float, hosts: Any) -> FleetSnapshot:
+        observed.append(hosts)
+        return snapshot
+
+    monkeypatch.setattr(service, "observe_fleet", observe)
     monkeypatch.setattr(service.planner, "make_plan", make_plan)
     request = service.PlanRequest(
         targets=("alice",),
@@ -138,6 +144,7 @@ def test_plan_forwards_every_option_to_the_planner(
         allow_restart=True,
         only_template="desk",
         force_build=True,
+        distribute=False,
     )
 
     planned = service.plan(loaded, request, timeout=5)
@@ -153,7 +160,10 @@ def test_plan_forwards_every_option_to_the_planner(
         "template_files": {"desk": {"/etc/motd": b"hello\n"}},
         "only_template": "desk",
         "force_build": True,
+        "distribute": False,
     }
+    # A plan of one template observes only the hosts it builds on and copies to.
+    assert observed == [(loaded.fleet.templates["desk"].build_host,)]
 
 
 def test_apply_hands_the_template_files_to_the_executor(

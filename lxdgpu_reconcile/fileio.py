@@ -1,4 +1,5 @@
-"""Writing the files a run leaves behind: appended log lines, atomically replaced files. I/O."""
+"""Local files the tool writes or fingerprints: appended log lines, atomically replaced files
+(saved plans, metrics), the SHA-256 of a fleet file. Does I/O on local files only."""
 
 from __future__ import annotations
 

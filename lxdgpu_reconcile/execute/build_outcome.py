@@ -5,7 +5,7 @@ after. Pure: no I/O.
 performed by the executor like any plan. ``outcome_of`` reads the result back in the terms an
 admin watching one build wants: built, restored (the alias moved back onto an image of the same
 recipe) or unchanged; each copy target copied, aliased (it had the image), up to date or failed;
-the old images pruned. ``lines`` renders it for the command line.
+the old images pruned. ``report.build_text`` renders it.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def outcome_of(
     report: ApplyReport,
     template: str,
     *,
+    alias: str,
     before: state.FleetSnapshot,
     after: state.FleetSnapshot,
     tail: tuple[str, ...] = (),
@@ -77,10 +78,10 @@ def outcome_of(
     built (the plan has an error on the build host, or its build failed). ``tail`` is the last
     output of the steps, shown with a failed step."""
     results = {result.id: result for result in report.results}
-    build_host = _build_host(plan, template)
+    build_host = check_buildable(plan, template)
     image = _image_action(plan, build_host)
-    _raise_failure(plan, build_host, image, results, tail)
-    alias, recipe_hash = _alias_and_recipe(plan, image, after, build_host)
+    _raise_failure(image, results, tail)
+    recipe_hash = _recipe_of(plan, after, build_host, alias)
     current = after.hosts[build_host].image_by_alias(alias) if build_host in after.hosts else None
     action: Literal["built", "restored", "unchanged"] = "unchanged"
     if image is not None:
@@ -106,43 +107,20 @@ def outcome_of(
     )
 
 
-def lines(outcome: BuildOutcome) -> Iterator[tuple[bool, str]]:
-    """The report of ``outcome``: (is a problem, line); problems go to standard error."""
-    where = f"{outcome.alias} ({outcome.fingerprint[:12]}) on {outcome.build_host}"
-    if outcome.action == "built":
-        yield False, f"built {where} in {outcome.seconds:.1f} s: {outcome.reason}"
-    elif outcome.action == "restored":
-        yield False, f"restored {where}: {outcome.reason}"
-    else:
-        yield False, f"unchanged: {where} already carries the recipe"
-    yield False, f"  recipe {outcome.recipe_hash}"
-    for copy in outcome.copies:
-        if copy.action == "failed":
-            yield True, f"error: {copy.host}: copy failed: {copy.error}"
-            if copy.hint:
-                yield True, f"  what to do: {copy.hint}"
-        elif copy.action == "copied":
-            yield False, f"copied to {copy.host} in {copy.seconds:.1f} s"
-        elif copy.action == "aliased":
-            yield False, f"{copy.host} had the image; pointed {outcome.alias} at it"
-        else:
-            yield False, f"{copy.host} already has it"
-    for host, fingerprints in outcome.pruned.items():
-        if fingerprints:
-            short = ", ".join(fp[:12] for fp in fingerprints)
-            yield False, f"deleted old images on {host}: {short}"
-
-
 # --- reading the plan back ------------------------------------------------------------------------
 
 _KEPT = "existing containers keep what they were created from"
 _IMAGE_KINDS = (plans.ActionKind.BUILD, plans.ActionKind.ALIAS)
 
 
-def _build_host(plan: plans.Plan, template: str) -> str:
-    """The template's build host: the first host of a ``build TEMPLATE`` plan."""
-    if not plan.hosts:
-        error = plan.errors[0] if plan.errors else None
+def check_buildable(plan: plans.Plan, template: str) -> str:
+    """The build host of the ``build TEMPLATE`` ``plan`` (its first host); raises
+    ``BuildError`` when the plan cannot work there (an unknown template, an unreachable build
+    host, a missing base image)."""
+    error = plan.errors[0] if plan.errors else None
+    if plan.hosts and plan.hosts[0].errors:
+        error = plan.hosts[0].errors[0]
+    if error is not None or not plan.hosts:
         raise BuildError(
             error.message if error else f"nothing was planned for template {template}",
             error.fixes[0] if error and error.fixes else "",
@@ -156,16 +134,8 @@ def _image_action(plan: plans.Plan, build_host: str) -> plans.Action | None:
 
 
 def _raise_failure(
-    plan: plans.Plan,
-    build_host: str,
-    image: plans.Action | None,
-    results: dict[str, ActionResult],
-    tail: tuple[str, ...],
+    image: plans.Action | None, results: dict[str, ActionResult], tail: tuple[str, ...]
 ) -> None:
-    host = next(h for h in plan.hosts if h.host == build_host)
-    if host.errors:
-        error = host.errors[0]
-        raise BuildError(error.message, error.fixes[0] if error.fixes else "")
     result = results.get(image.id) if image is not None else None
     if image is None or result is None or result.outcome is Outcome.DONE:
         return
@@ -190,19 +160,16 @@ def _alias_of(action: plans.Action) -> str:
     return ""
 
 
-def _alias_and_recipe(
-    plan: plans.Plan, image: plans.Action | None, after: state.FleetSnapshot, build_host: str
-) -> tuple[str, str]:
-    """The template's alias and recipe hash, from the plan's image actions or, when nothing was
-    built, from the image the alias names on the build host."""
+def _recipe_of(plan: plans.Plan, after: state.FleetSnapshot, build_host: str, alias: str) -> str:
+    """The recipe hash the template is built from: the plan's build or alias move, or, when
+    nothing was built, the one the alias carries on the build host."""
     for action in plan.actions:
         body = action.body
         if isinstance(body, plans.BuildTemplateBody | plans.AliasTemplateBody):
-            return _alias_of(action), body.recipe_hash
-    alias = next((_alias_of(a) for a in plan.actions if _alias_of(a)), "")
+            return body.recipe_hash
     snap = after.hosts.get(build_host)
-    current = snap.image_by_alias(alias) if snap and alias else None
-    return alias, current.properties.get(recipe.PROP_RECIPE_HASH, "") if current else ""
+    current = snap.image_by_alias(alias) if snap is not None else None
+    return current.properties.get(recipe.PROP_RECIPE_HASH, "") if current else ""
 
 
 def _copies(
