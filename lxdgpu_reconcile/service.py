@@ -22,7 +22,7 @@ from pathlib import Path
 from lxdgpu_reconcile import __version__, fileio
 from lxdgpu_reconcile import lab as labs
 from lxdgpu_reconcile.errors import ToolError
-from lxdgpu_reconcile.execute import commands, executor, images, lxdops
+from lxdgpu_reconcile.execute import builders, commands, executor, images, lxdops
 from lxdgpu_reconcile.execute.build_outcome import BuildOutcome, check_buildable, outcome_of
 from lxdgpu_reconcile.execute.results import ApplyReport, Event
 from lxdgpu_reconcile.fleet.loading import Problem, load_fleet
@@ -30,7 +30,7 @@ from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.observe import connect as connecting
 from lxdgpu_reconcile.observe.reading import observe_fleet
 from lxdgpu_reconcile.planning import model as plans
-from lxdgpu_reconcile.planning import planner, saving, template_steps
+from lxdgpu_reconcile.planning import planner, saving, sensitive, template_steps
 from lxdgpu_reconcile.site import Site
 from lxdgpu_reconcile.state import FleetSnapshot
 from lxdgpu_reconcile.templates.sources import template_files
@@ -74,6 +74,18 @@ class StalePlan(ToolError):
         self.replan = replan
 
 
+class PlanMismatch(StalePlan):
+    """A saved plan that is not the plan its fleet file, options and the hosts give now (edited,
+    or made otherwise): ``stale`` names every difference; nothing was written."""
+
+    def __init__(self, stale: tuple[saving.Stale, ...], *, plan_file: str, replan: str) -> None:
+        super().__init__(stale, plan_file=plan_file, replan=replan)
+        self.message = (
+            f"{plan_file} is not the plan that its fleet file and the hosts give now: nothing "
+            "was applied."
+        )
+
+
 # --- the fleet ------------------------------------------------------------------------------------
 
 
@@ -90,15 +102,13 @@ def read_fleet(fleet_path: Path, *, certs: bool) -> FleetRead:
     """The fleet in ``fleet_path``; raises ``FleetProblems`` with every error.
 
     ``certs``: missing certificate files of https hosts are errors too (for commands that
-    connect to the real hosts). Warnings about missing certificates are never returned.
+    connect to the real hosts, and ``validate``); without it they are not reported at all.
     """
     result = load_fleet(fleet_path)
-    errors = result.errors + (result.missing_certs if certs else ())
+    errors = tuple(p for p in result.reported(certs=certs) if p.severity == "error")
     if errors or result.fleet is None:
-        raise FleetProblems(tuple(sorted(errors)), fix_fleet_hint(fleet_path))
-    missing_certs = {(p.line, p.col, p.path) for p in result.missing_certs}
-    warnings = tuple(w for w in result.warnings if (w.line, w.col, w.path) not in missing_certs)
-    return FleetRead(fleet=result.fleet, path=fleet_path, warnings=warnings)
+        raise FleetProblems(errors, fix_fleet_hint(fleet_path))
+    return FleetRead(fleet=result.fleet, path=fleet_path, warnings=result.warnings)
 
 
 def fix_fleet_hint(fleet_path: Path) -> str:
@@ -183,6 +193,8 @@ class PlanRequest:
     prune: bool = False
     adopt: bool | tuple[str, ...] = False
     allow_restart: bool = False
+    #: Let profile writes reach containers the tool does not manage (``--touch-unmanaged``).
+    touch_unmanaged: bool = False
     only_template: str | None = None
     force_build: bool = False
     distribute: bool = True
@@ -197,7 +209,11 @@ class Planned:
 
 
 def plan(loaded: Loaded, request: PlanRequest, *, timeout: float) -> Planned:
-    """Read the template files, observe every host (``timeout`` seconds each), and plan."""
+    """Read the template files, observe every host (``timeout`` seconds each), and plan.
+
+    The planner is told which builder processes named by the snapshot's build containers are
+    alive on this machine (``builders.live_builders``, reads ``/proc``), so that it does not take
+    a build in progress for a leftover."""
     contents = loaded.template_files
     hosts = None
     if request.only_template in loaded.fleet.templates:
@@ -212,10 +228,12 @@ def plan(loaded: Loaded, request: PlanRequest, *, timeout: float) -> Planned:
         prune=request.prune,
         adopt=request.adopt,
         allow_restart=request.allow_restart,
+        touch_unmanaged=request.touch_unmanaged,
         template_files=contents,
         only_template=request.only_template,
         force_build=request.force_build,
         distribute=request.distribute,
+        builders=builders.live_builders(snapshot),
     )
     return Planned(plan=made, snapshot=snapshot)
 
@@ -227,9 +245,14 @@ def apply(
     timeout: float,
     progress: executor.Progress | None = None,
     step_timeout: float = images.DEFAULT_STEP_TIMEOUT,
+    request: PlanRequest | None = None,
 ) -> ApplyReport:
     """Perform ``p`` on the hosts of ``loaded``; ``timeout`` bounds each LXD operation,
-    ``step_timeout`` each step of a template build."""
+    ``step_timeout`` each step of a template build.
+
+    ``request`` holds the options this run was given: its ``adopt`` and ``prune`` are all the
+    executor may adopt or delete (``executor.Authority``), whatever ``p`` says. None: neither.
+    """
     return executor.apply_plan(
         p,
         loaded.fleet,
@@ -237,7 +260,13 @@ def apply(
         progress=progress,
         template_files=loaded.template_files,
         step_timeout=step_timeout,
+        authority=authority(request or PlanRequest(), loaded.site),
     )
+
+
+def authority(request: PlanRequest, site: Site) -> executor.Authority:
+    """What the executor may do for a run given ``request`` on ``site``."""
+    return executor.Authority(adopt=request.adopt, prune=request.prune, host_root=site.host_root)
 
 
 # --- one template -----------------------------------------------------------------------------
@@ -352,10 +381,15 @@ def open_saved(plan_file: Path, *, fleet: Path | None, lab: Path | None) -> Open
     or ``StalePlan``.
     """
     try:
-        text = plan_file.read_text()
+        text = plan_file.read_text(encoding="utf-8")
     except OSError as exc:
         raise saving.SavedPlanError(
             f"cannot read {plan_file}: {exc.strerror or exc}", "check the path of the plan"
+        ) from None
+    except UnicodeDecodeError:
+        raise saving.SavedPlanError(
+            f"{plan_file} is not a saved plan (not UTF-8 text)",
+            "check the path of the plan, or save a new one with `lxdgpu-reconcile plan --out`",
         ) from None
     saved = saving.parse(text, name=str(plan_file))
     saved_lab = Path(saved.lab) if saved.lab else None
@@ -385,15 +419,44 @@ def open_saved(plan_file: Path, *, fleet: Path | None, lab: Path | None) -> Open
     return opened
 
 
-def check_saved(opened: OpenedPlan, loaded: Loaded, *, timeout: float) -> None:
-    """Observe the hosts ``opened`` writes to (``timeout`` seconds each) and check every
-    precondition; raises ``StalePlan`` with every reason it no longer applies."""
-    snapshot = observe_fleet(loaded.fleet, timeout=timeout, hosts=opened.saved.hosts_to_check)
+def saved_request(saved: saving.SavedPlan) -> PlanRequest:
+    """The options ``saved`` was made with, as a request to plan (and apply) with again."""
+    options = saved.plan.options
+    return PlanRequest(
+        targets=options.targets,
+        prune=options.prune,
+        adopt=options.adopt,
+        allow_restart=options.allow_restart,
+        touch_unmanaged=options.touch_unmanaged,
+    )
+
+
+def check_saved(opened: OpenedPlan, loaded: Loaded, *, timeout: float) -> Planned:
+    """Observe every host (``timeout`` seconds each), check every precondition of ``opened``,
+    then plan again with its options and compare: returns the plan made now, to apply in place
+    of the file's, when it equals the saved plan (masked as the file is).
+
+    Raises ``StalePlan`` with every reason it no longer applies, ``PlanMismatch`` naming every
+    difference from the plan made now, and ``SavedPlanError`` when the plan names a host the
+    fleet file does not declare."""
+    named = {*opened.saved.hosts_to_check, *(host.host for host in opened.saved.plan.hosts)}
+    unknown = sorted(named - set(loaded.fleet.hosts))
+    if unknown:
+        raise saving.SavedPlanError(
+            f"{opened.plan_file} names host(s) {', '.join(unknown)}, which {opened.fleet_path} "
+            "does not declare; nothing was applied",
+            f"run plan again ({opened.replan}), review it, then apply the new plan",
+        )
+    planned = plan(loaded, saved_request(opened.saved), timeout=timeout)
     stale = saving.check(
-        opened.saved, snapshot, fleet_sha256=opened.digest, tool_version=__version__
+        opened.saved, planned.snapshot, fleet_sha256=opened.digest, tool_version=__version__
     )
     if stale:
         raise StalePlan(stale, plan_file=str(opened.plan_file), replan=opened.replan)
+    differences = saving.compare(opened.saved.plan, sensitive.mask_plan(planned.plan))
+    if differences:
+        raise PlanMismatch(differences, plan_file=str(opened.plan_file), replan=opened.replan)
+    return planned
 
 
 # --- the lab --------------------------------------------------------------------------------------

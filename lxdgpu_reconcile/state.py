@@ -21,6 +21,10 @@ TAG_USER = "user.lxdgpu.user"
 TAG_SPEC_HASH = "user.lxdgpu.spec-hash"
 #: Kind of object, e.g. ``container``, ``cuda``, ``profile``, ``build``.
 TAG_ROLE = "user.lxdgpu.role"
+#: On user containers: ``HOST/NAME``, where and under which name the tool created it. Written
+#: in the create request and never again, so a copy (``lxc copy``, which copies every
+#: ``user.*`` key) carries a value that is not its own host and name.
+TAG_CREATED_AS = "user.lxdgpu.created-as"
 #: On images the local lab imported as stand-ins for a fleet's base and template aliases.
 TAG_LAB = "user.lxdgpu.lab"
 

@@ -89,14 +89,27 @@ def show_plan(p: Plan, *, if_errors: str) -> None:
         raise typer.Exit(1 if p.all_errors else 0)
 
 
-def perform(p: Plan, loaded: service.Loaded, *, timeout: float) -> NoReturn:
-    """Apply ``p`` with progress on standard error, print the outcome, exit 0 or 1."""
+def perform(
+    p: Plan,
+    loaded: service.Loaded,
+    *,
+    timeout: float,
+    request: service.PlanRequest | None = None,
+) -> NoReturn:
+    """Apply ``p`` with progress on standard error, print the outcome, exit 0 or 1.
+
+    ``request``: the options this run was given; its ``--adopt`` and ``--prune`` are all the
+    executor may adopt or delete, whatever ``p`` says."""
     from rich.text import Text
 
     from lxdgpu_reconcile.report import apply_text
 
     report = service.apply(
-        loaded, p, timeout=timeout, progress=apply_text.progress_printer(err_console)
+        loaded,
+        p,
+        timeout=timeout,
+        progress=apply_text.progress_printer(err_console),
+        request=request,
     )
     out.print(Text())
     for line in apply_text.lines(p, report):

@@ -46,14 +46,17 @@ def held(lock_file: Path | None, wait: float, command: str, *, required: bool) -
     ``lock_file`` None means the default file. When it cannot be used at all (not root, no
     ``/run``), a ``required`` lock (or one given with ``--lock-file``) raises ``LockError``
     (exit 1); otherwise the command goes on without it, saying so: every write still checks that
-    its object is as planned.
+    its object is as planned. A path that is not the tool's own lock file (a link, another
+    file) always raises ``LockFileRefused`` (exit 1).
     """
     path = lock_file or locks.DEFAULT_LOCK_FILE
     try:
         with locks.exclusive(path, wait=wait, command=command):
             yield
     except locks.LockError as exc:
-        if isinstance(exc, locks.LockTimeout) or required or lock_file is not None:
+        if isinstance(exc, locks.LockTimeout | locks.LockFileRefused):
+            raise
+        if required or lock_file is not None:
             raise
         err_console.print(
             f"note: {command} runs without the lock ({exc.message}); pass --lock-file PATH to "

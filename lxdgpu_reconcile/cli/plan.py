@@ -64,6 +64,14 @@ RestartOpt = Annotated[
         "(raw.idmap, nvidia.*, ...). Without it those are reported as pending.",
     ),
 ]
+UnmanagedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--touch-unmanaged",
+        help="Write profiles that containers lxdgpu-reconcile does not manage (untagged) use; "
+        "the change reaches them too. Without it such profile writes are pending.",
+    ),
+]
 TimeoutOpt = Annotated[
     float,
     typer.Option(help="Seconds each host gets to answer, and each LXD operation to end.", min=1),
@@ -71,13 +79,18 @@ TimeoutOpt = Annotated[
 
 
 def _request(
-    target: list[str] | None, prune: bool, adopt: list[str] | None, allow_restart: bool
+    target: list[str] | None,
+    prune: bool,
+    adopt: list[str] | None,
+    allow_restart: bool,
+    touch_unmanaged: bool = False,
 ) -> service.PlanRequest:
     return service.PlanRequest(
         targets=tuple(target or ()),
         prune=prune,
         adopt=tuple(adopt or ()),
         allow_restart=allow_restart,
+        touch_unmanaged=touch_unmanaged,
     )
 
 
@@ -105,6 +118,7 @@ def plan(
     prune: PruneOpt = False,
     adopt: AdoptOpt = None,
     allow_restart: RestartOpt = False,
+    touch_unmanaged: UnmanagedOpt = False,
     detailed_exitcode: Annotated[
         bool,
         typer.Option(
@@ -121,7 +135,8 @@ def plan(
     """
     digest = service.fleet_digest(fleet) if out_file is not None else ""
     loaded = load(fleet, lab)
-    planned = service.plan(loaded, _request(target, prune, adopt, allow_restart), timeout=timeout)
+    request = _request(target, prune, adopt, allow_restart, touch_unmanaged)
+    planned = service.plan(loaded, request, timeout=timeout)
     p = planned.plan
     if out_file is not None:
         saved_plans.write(out_file, planned, fleet_path=fleet, digest=digest, lab=lab)
@@ -160,6 +175,7 @@ def apply(
     prune: PruneOpt = False,
     adopt: AdoptOpt = None,
     allow_restart: RestartOpt = False,
+    touch_unmanaged: UnmanagedOpt = False,
     timeout: TimeoutOpt = 120.0,
     lock_file: LockFileOpt = None,
     lock_wait: LockWaitOpt = 60.0,
@@ -185,6 +201,7 @@ def apply(
                 ("--prune", prune),
                 ("--adopt", adopt),
                 ("--allow-restart", allow_restart),
+                ("--touch-unmanaged", touch_unmanaged),
             )
             if given
         ]
@@ -206,7 +223,7 @@ def apply(
             fleet or Path("fleet.yaml"),
             lab,
             yes=yes,
-            request=_request(target, prune, adopt, allow_restart),
+            request=_request(target, prune, adopt, allow_restart, touch_unmanaged),
             timeout=timeout,
         )
 
@@ -227,4 +244,4 @@ def _apply_fresh(
             raise NotApplied("Not applied: no terminal to ask on; run with --yes to apply.")
         if not typer.confirm("Apply these changes?", default=False, err=True):
             raise NotApplied("Not applied.")
-    perform(p, loaded, timeout=timeout)
+    perform(p, loaded, timeout=timeout, request=request)

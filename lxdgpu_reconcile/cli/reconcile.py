@@ -84,7 +84,10 @@ def reconcile(
     path = lock_file or locks.DEFAULT_LOCK_FILE
     try:
         with locks.exclusive(path, wait=lock_wait, command="reconcile"):
-            run = _run(base, fleet, lab, timeout=timeout, show_progress=not quiet)
+            try:
+                run = _run(base, fleet, lab, timeout=timeout, show_progress=not quiet)
+            except Exception as exc:  # any failure still leaves its log line and metrics
+                run = _failed_run(base, exc)
             _finish(run, log_file=log_file, metrics_file=metrics_file, quiet=quiet)
     except locks.LockError as exc:
         locked = isinstance(exc, locks.LockTimeout)
@@ -155,6 +158,37 @@ def _run(
     )
 
 
+def _failed_run(base: dict[str, object], exc: Exception) -> Run:
+    """The record of a run that stopped on an error that is not the admin's to fix."""
+    return Run.model_validate(
+        {
+            **base,
+            "finished": datetime.datetime.now(datetime.UTC),
+            "result": Result.ERRORS,
+            "message": f"the run stopped on an unexpected error ({type(exc).__name__}: {exc}); "
+            "what it had applied stays applied, the rest was not done\n  what to do: run "
+            "`lxdgpu-reconcile plan` to see where things stand, and report this error as a bug",
+        }
+    )
+
+
+def _previous_metrics(metrics_file: Path) -> str:
+    """The text of the metrics file before this run (empty when there is none). One that is
+    not UTF-8 text counts as none, with a note: it is rewritten now."""
+    if not metrics_file.exists():
+        return ""
+    try:
+        return metrics_file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        err_console.print(
+            f"note: the old metrics file {metrics_file} is not UTF-8 text: its last success time "
+            "was not carried over; the file is written anew",
+            markup=False,
+            soft_wrap=True,
+        )
+        return ""
+
+
 def _finish(run: Run, *, log_file: Path | None, metrics_file: Path | None, quiet: bool) -> None:
     """Report ``run``: log lines, metrics, then the summary (on standard error when quiet and
     something went wrong, on standard output otherwise)."""
@@ -162,13 +196,15 @@ def _finish(run: Run, *, log_file: Path | None, metrics_file: Path | None, quiet
     if log_file is not None:
         try:
             files.append_text(log_file, reconcile_log.render(run))
-        except OSError as exc:
-            problems.append(f"cannot append to the log file {log_file}: {exc.strerror or exc}")
+        except files.FileWriteError as exc:
+            problems.append(f"cannot append to the log file {log_file}: {exc.reason}")
     if metrics_file is not None:
         try:
-            previous = metrics_file.read_text() if metrics_file.exists() else ""
+            previous = _previous_metrics(metrics_file)
             text = metrics.render(run, last_success=metrics.last_success(previous))
             files.write_atomic(metrics_file, text)
+        except files.FileWriteError as exc:
+            problems.append(f"cannot write the metrics file {metrics_file}: {exc.reason}")
         except OSError as exc:
             problems.append(f"cannot write the metrics file {metrics_file}: {exc.strerror or exc}")
     if not quiet:
@@ -179,7 +215,8 @@ def _finish(run: Run, *, log_file: Path | None, metrics_file: Path | None, quiet
             err_console.print(line)
     for problem in problems:
         err_console.print(
-            f"{problem}\n  what to do: check the path and its permissions",
+            f"{problem}\n  what to do: free space on its file system (`df -h`), or check the "
+            "path and its permissions",
             markup=False,
             soft_wrap=True,
         )

@@ -4,7 +4,9 @@
 when it was made), after checking every precondition (``service.open_saved`` and
 ``service.check_saved``): the fleet file is byte for byte the one the plan was made from, the
 tool is the same version, and every object the plan writes is still as it was (absent for a
-create). Any difference is reported, object by object, and nothing is written. See
+create). It then plans again from that fleet file with the saved plan's options and applies the
+plan made now, only when it equals the saved one action for action and body for body: the
+file's own bodies are never sent. Any difference is reported and nothing is written. See
 docs/gitops.md. Prints, and writes the plan file; other I/O goes through ``service``.
 """
 
@@ -36,9 +38,10 @@ def write(
     text = service.saved_plan(planned, fleet_path=fleet_path, digest=digest, lab=lab)
     try:
         files.write_atomic(out_file, text)
-    except OSError as exc:
+    except files.FileWriteError as exc:
         raise ToolError(
-            f"cannot write {out_file}: {exc.strerror or exc}", "choose another --out path"
+            f"cannot write {out_file}: {exc.reason}; no plan was saved",
+            "free space there or choose another --out path",
         ) from None
     err_console.print(
         f"Saved this plan to {out_file}. Apply exactly it with: lxdgpu-reconcile apply {out_file}",
@@ -56,10 +59,11 @@ def apply_saved(
     lock_file: Path | None,
     lock_wait: float,
 ) -> NoReturn:
-    """``apply PLANFILE``: check, then apply exactly the saved plan; exits."""
+    """``apply PLANFILE``: check, plan again and compare, then apply the plan made now (equal
+    to the saved one) with the saved plan's options; exits."""
     opened = service.open_saved(plan_file, fleet=fleet, lab=lab)
     loaded = load(opened.fleet_path, opened.lab)
     with held(lock_file, lock_wait, "apply", required=False):
-        service.check_saved(opened, loaded, timeout=min(timeout, 30.0))
-        show_plan(opened.saved.plan, if_errors="the plan has errors; fix them and plan again.")
-        perform(opened.saved.plan, loaded, timeout=timeout)
+        planned = service.check_saved(opened, loaded, timeout=min(timeout, 30.0))
+        show_plan(planned.plan, if_errors="the plan has errors; fix them and plan again.")
+        perform(planned.plan, loaded, timeout=timeout, request=service.saved_request(opened.saved))

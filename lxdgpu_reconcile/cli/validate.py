@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 
 from lxdgpu_reconcile.cli.app import app
-from lxdgpu_reconcile.cli.common import NAME_THE_FLEET, FleetOpt, echo_json, err_console, out
+from lxdgpu_reconcile.cli.common import (
+    NAME_THE_FLEET,
+    FleetOpt,
+    LabOpt,
+    echo_json,
+    err_console,
+    out,
+)
 from lxdgpu_reconcile.fleet.loading import load_fleet
 from lxdgpu_reconcile.fleet.models import Fleet
 
@@ -25,20 +32,37 @@ def validate(
         ProblemFormat,
         typer.Option("--format", help="text: one problem per line; json: a list for bots."),
     ] = ProblemFormat.text,
+    lab: LabOpt = None,
+    skip_certs: Annotated[
+        bool,
+        typer.Option(
+            "--skip-certs",
+            help="Do not require the certificate files the fleet names (a CI job without the "
+            "client key; plan still requires them).",
+        ),
+    ] = False,
 ) -> None:
     """Check a fleet file offline and print every problem with its line.
 
+    Everything that would stop plan from starting is an error, including certificate files the
+    fleet names that are not on this machine; with --lab (the lab's own certificates) those are
+    not needed, nor with --skip-certs.
+
     Example: [bold]lxdgpu-reconcile validate -f fleet.yaml[/bold]
+
+    Example: [bold]lxdgpu-reconcile validate -f fleet.yaml --lab /var/tmp/lab[/bold]
     """
     result = load_fleet(fleet)
+    problems = result.reported(certs=lab is None and not skip_certs)
+    errors = [p for p in problems if p.severity == "error"]
     if output is ProblemFormat.json:
-        echo_json([p.as_json() for p in result.problems])
+        echo_json([p.as_json() for p in problems])
     else:
-        for problem in result.problems:
+        for problem in problems:
             out.print(str(problem), markup=False, soft_wrap=True)
-    if not result.ok:
+    if errors or result.fleet is None:
         if output is ProblemFormat.text:
-            count = len(result.errors)
+            count = len(errors)
             hint = "fix them and run validate again" if fleet.is_file() else NAME_THE_FLEET
             err_console.print(
                 f"{fleet}: {count} error{'s' if count != 1 else ''}; {hint}",

@@ -14,6 +14,11 @@ written and the action fails with the reason. The stop that precedes an update o
 the same check first, so a container that changed is not stopped for a write that is refused.
 The write itself carries the ETag of that read (``If-Match``), so a change made by someone else
 in between is refused by LXD, not overwritten.
+
+Whatever the plan says, the executor keeps its invariants (``execute.invariants``): no write to
+an untagged object unless this run was given ``--adopt`` for it, no delete unless it was given
+``--prune`` (``Authority``, passed by the caller, never read from the plan), and no body with a
+key or device that ``validate`` refuses.
 """
 
 from __future__ import annotations
@@ -22,10 +27,18 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-from lxdgpu_reconcile import state
-from lxdgpu_reconcile.execute import images, lxdops, requests, template_actions
+from lxdgpu_reconcile.execute import (
+    images,
+    invariants,
+    lxdops,
+    requests,
+    template_actions,
+    unfinished,
+)
+from lxdgpu_reconcile.execute.invariants import Authority as Authority
 from lxdgpu_reconcile.execute.results import ActionResult, ApplyReport, Event, Outcome
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.observe import connect as connecting
@@ -34,6 +47,7 @@ from lxdgpu_reconcile.observe.lxdapi import Connect, LxdApi
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
 from lxdgpu_reconcile.planning import model as plans
 from lxdgpu_reconcile.planning.common import ObjectKind
+from lxdgpu_reconcile.state import HostErrorKind
 from lxdgpu_reconcile.templates import recipe
 
 Progress = Callable[[Event], None]
@@ -48,9 +62,13 @@ def apply_plan(
     template_files: Mapping[str, Mapping[str, bytes]] | None = None,
     connect: Connect | None = None,
     step_timeout: float = images.DEFAULT_STEP_TIMEOUT,
+    authority: Authority = Authority(),
 ) -> ApplyReport:
     """Perform ``plan`` on the hosts of ``fleet``; ``timeout`` bounds each LXD operation,
     ``step_timeout`` each step of a template build.
+
+    ``authority`` is what this run was given (``--adopt``, ``--prune``): the plan's own options
+    and ``adopt`` flags never widen it. Default: no adopt, no delete (but of build containers).
 
     ``connect`` opens the API of a host by name (default: a pinned pylxd client of the fleet's
     host, ``observe.connect.connect``); each connection is closed once its host is done.
@@ -70,6 +88,7 @@ def apply_plan(
         template_files=template_files or {},
         connect=connect or _pylxd_connect(fleet, timeout),
         step_timeout=step_timeout,
+        authority=authority,
     )
     for action_id in _never_ready(hosts):
         message = "not run: it waits, through its dependencies, on itself; plan again"
@@ -105,8 +124,10 @@ class _Run:
         template_files: Mapping[str, Mapping[str, bytes]],
         connect: Connect,
         step_timeout: float,
+        authority: Authority,
     ) -> None:
         self.fleet = fleet
+        self.authority = authority
         self.step_timeout = step_timeout
         self.connect = connect
         self.actions = actions
@@ -144,6 +165,8 @@ class _Run:
 
     def _host(self, host: plans.HostPlan) -> None:
         client: LxdApi | None = None
+        #: Set once a request to the host got no answer: its remaining actions are skipped.
+        silent: str | None = None
         try:
             for action in host.actions:
                 if action.id in self.results:
@@ -151,6 +174,9 @@ class _Run:
                 if action.pending is not None or not host.applyable:
                     reason = action.pending or "held back: the plan has errors for this host"
                     self.publish(action, _result(action, Outcome.PENDING, reason))
+                    continue
+                if silent is not None:
+                    self.publish(action, _not_answering(action, silent))
                     continue
                 blocked = [d for d in action.depends_on if self.outcome_of(d) is not Outcome.DONE]
                 if blocked:
@@ -166,6 +192,7 @@ class _Run:
                     outcome, hint = Outcome.DONE, ""
                 except (lxdops.LxdError, connecting.HostConnectError) as exc:
                     outcome, message, hint = Outcome.FAILED, exc.message, exc.hint
+                    silent = action.id if _unanswered(exc) else None
                 seconds = time.monotonic() - started
                 self.publish(action, _result(action, outcome, message, hint=hint, seconds=seconds))
         finally:
@@ -185,7 +212,8 @@ class _Run:
         if isinstance(body, plans.AliasTemplateBody):
             return template_actions.alias(client, body)
         owner = self.actions.get(action.part_of or "")
-        return _perform(client, action, self.timeout, owner=owner)
+        rules = _Rules(self.fleet, self.authority)
+        return _perform(client, action, self.timeout, owner=owner, rules=rules)
 
     def build(self, client: LxdApi, action: plans.Action, body: plans.BuildTemplateBody) -> str:
         def show(line: str, event: images.BuildEvent) -> None:
@@ -225,6 +253,28 @@ def _result(
     )
 
 
+#: The message of an action skipped because an earlier action of its host got no answer.
+HOST_STOPPED_ANSWERING = "not run: host stopped answering"
+
+
+def _unanswered(exc: lxdops.LxdError | connecting.HostConnectError) -> bool:
+    """Whether ``exc`` means the host gave no answer: a timeout or a lost connection."""
+    if isinstance(exc, connecting.HostConnectError):
+        return exc.kind in (HostErrorKind.TIMEOUT, HostErrorKind.UNREACHABLE)
+    return exc.unanswered
+
+
+def _not_answering(action: plans.Action, failed: str) -> ActionResult:
+    """The result of an action not run because ``failed``, earlier on its host, got no answer:
+    each would wait a whole timeout in turn."""
+    return _result(
+        action,
+        Outcome.SKIPPED,
+        f"{HOST_STOPPED_ANSWERING} ({failed} got no answer)",
+        hint=lxdops.NO_ANSWER_HINT,
+    )
+
+
 def _never_ready(hosts: Sequence[plans.HostPlan]) -> set[str]:
     """Actions that would wait forever: each host runs its actions in order, and an action waits
     for its ``depends_on``; what is left once everything that can become ready has is in (or
@@ -244,15 +294,29 @@ def _never_ready(hosts: Sequence[plans.HostPlan]) -> set[str]:
     return set(waits) - ready
 
 
+@dataclass(frozen=True)
+class _Rules:
+    """What the invariants are checked against: the fleet file and this run's authority."""
+
+    fleet: Fleet
+    authority: Authority
+
+
 def _perform(
-    client: LxdApi, action: plans.Action, timeout: float, *, owner: plans.Action | None = None
+    client: LxdApi,
+    action: plans.Action,
+    timeout: float,
+    *,
+    owner: plans.Action | None = None,
+    rules: _Rules,
 ) -> str:
     """Do ``action`` (``owner``: the action it is a step of); return a short note of what was
-    done. Raises ``lxdops.LxdError``."""
+    done. Raises ``lxdops.LxdError`` (``invariants.NotAllowed`` for what no plan may do)."""
     kind, name = action.kind, action.object.name
     collection = "profiles" if action.object.kind is ObjectKind.PROFILE else "instances"
     body = action.body
     if kind is plans.ActionKind.CREATE:
+        invariants.check_body(action, rules.fleet, rules.authority)
         if isinstance(body, plans.CreateInstanceBody):
             lxdops.create(
                 client, collection, requests.create_instance_request(body), timeout=timeout
@@ -267,7 +331,8 @@ def _perform(
     if kind is plans.ActionKind.UPDATE:
         if not isinstance(body, plans.InstanceBody | plans.ProfileBody):
             raise _malformed(action)
-        current, etag = _read_unchanged(client, action, collection)
+        current, etag = _read_unchanged(client, action, collection, rules)
+        invariants.check_body(action, rules.fleet, rules.authority, current)
         lxdops.put(
             client,
             collection,
@@ -280,25 +345,31 @@ def _perform(
     if kind in (plans.ActionKind.START, plans.ActionKind.STOP):
         if kind is plans.ActionKind.STOP and owner is not None and owner.observed is not None:
             # The stop before an update or a delete: only if that write will be allowed.
-            current, _ = _read_unchanged(client, owner, collection)
+            current, _ = _read_unchanged(client, owner, collection, rules)
+            if owner.kind is plans.ActionKind.UPDATE:
+                invariants.check_body(owner, rules.fleet, rules.authority, current)
         else:
             current, _ = lxdops.get(client, collection, name)
+            invariants.check_live(action, current, rules.fleet, rules.authority)
         want = "Running" if kind is plans.ActionKind.START else "Stopped"
         if current.get("status") == want:
             return f"already {want.lower()}"
         lxdops.set_state(client, name, kind.value, timeout=timeout)
         return "started" if kind is plans.ActionKind.START else "stopped"
     if kind is plans.ActionKind.DELETE:
-        _read_unchanged(client, action, collection)
+        current, etag = _read_unchanged(client, action, collection, rules)
+        if collection == "instances":
+            unfinished.release_if_unfinished(client, name, current, etag, timeout=timeout)
         lxdops.delete(client, collection, name, timeout=timeout)
         return "deleted"
     raise _malformed(action)
 
 
 def _read_unchanged(
-    client: LxdApi, action: plans.Action, collection: str
+    client: LxdApi, action: plans.Action, collection: str, rules: _Rules
 ) -> tuple[Mapping[str, Any], str]:
-    """The object as it is now, and its ETag; fails when it is not what the plan saw."""
+    """The object as it is now, and its ETag; fails when it is not what the plan saw, or when
+    the invariants forbid ``action`` on it (untagged, or a delete without ``--prune``)."""
     current, etag = lxdops.get(client, collection, action.object.name)
     where = f"{action.object} on {action.host}"
     if action.observed is not None:
@@ -308,12 +379,7 @@ def _read_unchanged(
                 f"{where} changed since the plan was made; nothing was written",
                 hint="run plan again to see the change, then apply",
             )
-    tagged = (current.get("config") or {}).get(state.TAG_MANAGED) == "true"
-    if not tagged and not action.adopt:
-        raise lxdops.LxdError(
-            f"{where} is not tagged {state.TAG_MANAGED}; lxdgpu-reconcile does not touch it",
-            hint="adopt it with --adopt, or rename it",
-        )
+    invariants.check_live(action, current, rules.fleet, rules.authority)
     return current, etag
 
 

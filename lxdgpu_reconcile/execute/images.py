@@ -4,7 +4,8 @@ Does I/O, all of it through ``observe.lxdapi.LxdApi`` (deadlines, errors in plai
 build and why is decided elsewhere (``templates.recipe``, the planner); this module only carries
 it out.
 
-- ``build_template`` creates a tagged build container from the base, pushes the template's files,
+- ``build_template`` creates a tagged build container from the base (tagged also with the process
+  that runs the build, ``execute.builders``), pushes the template's files,
   runs each step, stops the container, publishes it with the recipe hash and moves the alias
   (the old image keeps ``ALIAS-previous``). The build container is deleted in a ``finally``, also
   on failure and on Ctrl-C; ``remove_leftover_builds`` removes any that a killed run left behind.
@@ -24,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 
-from lxdgpu_reconcile.execute import commands, lxdops
+from lxdgpu_reconcile.execute import builders, commands, lxdops
 from lxdgpu_reconcile.execute.image_ops import (
     alias_target,
     cancel_operation,
@@ -211,7 +212,8 @@ def _create_build_container(
         "description": f"lxdgpu-reconcile build of template {name}; safe to delete",
         "source": dict(base_source),
         "profiles": ["default"],
-        "config": recipe.build_container_config(name),
+        # The builder tags let a plan made meanwhile tell this build from a leftover.
+        "config": recipe.build_container_config(name, builders.this_builder()),
     }
     lxdops.create(client, "instances", body, timeout=timeout)
 

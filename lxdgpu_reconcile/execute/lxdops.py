@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from lxdgpu_reconcile.observe.lxdapi import DEFAULT_TIMEOUT, LxdApi
-from lxdgpu_reconcile.observe.lxderrors import LxdError, StaleObject, explain
+from lxdgpu_reconcile.observe.lxderrors import NO_ANSWER_HINT, LxdError, StaleObject, explain
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "NO_ANSWER_HINT",
     "LxdError",
     "StaleObject",
     "create",

@@ -1,7 +1,8 @@
 """Rules a well-typed fleet must also satisfy: references, uniqueness, safety. Pure.
 
 Each rule yields ``Finding``s with the path of keys they concern; the loader turns them into
-``FILE:LINE:COL`` problems.
+``FILE:LINE:COL`` problems. The safety rules of config and devices live in ``fleet.safety``,
+which the executor applies too.
 """
 
 from __future__ import annotations
@@ -11,55 +12,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from lxdgpu_reconcile.fleet import safety
 from lxdgpu_reconcile.fleet.models import INSTANCE_NAME_RE, Fleet
+from lxdgpu_reconcile.fleet.safety import FORBIDDEN_EXACT as FORBIDDEN_EXACT
+from lxdgpu_reconcile.fleet.safety import FORBIDDEN_TREES as FORBIDDEN_TREES
+from lxdgpu_reconcile.fleet.safety import UNSAFE_CONFIG_KEYS as UNSAFE_CONFIG_KEYS
 from lxdgpu_reconcile.fleet.yamlsource import Path
 
 #: LXD always has this profile, so it may be referenced without being declared.
 BUILTIN_PROFILE = "default"
-
-#: Keys that turn an unprivileged container into a way onto the host.
-UNSAFE_CONFIG_KEYS = ("security.privileged", "raw.lxc", "raw.apparmor", "raw.seccomp")
-
-#: Host paths that must never be mounted into a container, whole or below.
-FORBIDDEN_TREES = (
-    "/etc",
-    "/root",
-    "/boot",
-    "/proc",
-    "/sys",
-    "/dev",
-    "/run",
-    "/var/run",
-    "/var/lib/lxd",
-    "/var/snap/lxd",
-    "/var/lib/incus",
-    "/var/lib/lxcfs",
-    "/snap/lxd",
-)
-#: Host paths that must not be mounted whole (a tree below them is fine, e.g. /usr/local/MATLAB).
-FORBIDDEN_EXACT = (
-    "/",
-    "/bin",
-    "/sbin",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/libx32",
-    "/usr",
-    "/usr/bin",
-    "/usr/sbin",
-    "/usr/lib",
-    "/var",
-    "/var/lib",
-    "/var/log",
-    "/home",
-    "/opt",
-    "/srv",
-    "/mnt",
-    "/media",
-    "/tmp",
-    "/var/tmp",
-)
+#: A CUDA version as the ``cuda:`` keys name it: digits and dots (``12.4``, ``11.8.0``).
+CUDA_VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 _SECRET_KEY = re.compile(
     r"(pass(word|wd|phrase)?|secret|token|api[_-]?key|credential|private[_-]?key)$",
@@ -79,7 +42,7 @@ def secret_keys(data: Any, path: Path = ()) -> Iterator[Finding]:
     """Keys anywhere in the raw data that look like they hold a password, secret or token."""
     if isinstance(data, dict):
         for key, value in data.items():
-            if isinstance(key, str) and _looks_secret(key):
+            if isinstance(key, str) and looks_secret(key):
                 yield Finding(
                     (*path, key),
                     f"{key!r} looks like a secret: secrets never go in the fleet file (it is "
@@ -93,7 +56,10 @@ def secret_keys(data: Any, path: Path = ()) -> Iterator[Finding]:
             yield from secret_keys(item, (*path, i))
 
 
-def _looks_secret(key: str) -> bool:
+def looks_secret(key: str) -> bool:
+    """True when a key's name says it holds a password, secret or token (``HF_TOKEN``,
+    ``environment.DB_PASSWORD``, ``api-key``). ``validate`` refuses such keys in the fleet file;
+    renderings of a plan mask their values (``planning.sensitive``)."""
     last = re.split(r"[._-]", key.lower())
     return bool(_SECRET_KEY.search(key)) or "password" in last or "secret" in last
 
@@ -148,30 +114,13 @@ def _defaults(fleet: Fleet) -> Iterator[Finding]:
 def _profiles(fleet: Fleet) -> Iterator[Finding]:
     for name, profile in fleet.profiles.items():
         at = ("profiles", name)
-        if not profile.allow_unsafe:
-            for key in UNSAFE_CONFIG_KEYS:
-                if key in profile.config:
-                    yield Finding(
-                        (*at, "config", key),
-                        f"{key} gives a container a way onto the host; if this profile really "
-                        "needs it, set 'allow_unsafe: true' on the profile",
-                        at_key=True,
-                    )
-        elif profile.config.get("security.privileged", "false").lower() == "true":
-            yield Finding(
-                (*at, "config", "security.privileged"),
-                "privileged containers share root with the host: users would be root on the server",
-                severity="warning",
-            )
-        for device, spec in profile.devices.items():
-            if "type" not in spec:
-                yield Finding(
-                    (*at, "devices", device),
-                    "a device needs a 'type' (disk, nic, gpu, ...)",
-                    at_key=True,
-                )
-            if spec.get("type") == "disk" and "source" in spec and "pool" not in spec:
-                yield from _host_path_rules((*at, "devices", device, "source"), spec["source"])
+        rules = (
+            *safety.config_rules(profile.config, allow_unsafe=profile.allow_unsafe),
+            *safety.device_rules(profile.devices),
+            *safety.unsafe_device_rules(profile.devices, allow_unsafe=profile.allow_unsafe),
+        )
+        for rule in rules:
+            yield Finding((*at, *rule.path), rule.message, rule.severity, rule.at_key)
         for i, host in enumerate(profile.hosts or ()):
             if host not in fleet.hosts:
                 yield _unknown((*at, "hosts", i), "host", host, fleet.hosts)
@@ -179,6 +128,13 @@ def _profiles(fleet: Fleet) -> Iterator[Finding]:
 
 def _cuda(fleet: Fleet) -> Iterator[Finding]:
     for version, path in fleet.cuda.items():
+        if not CUDA_VERSION_RE.match(version):
+            yield Finding(
+                ("cuda", version),
+                f"{version!r} is not a CUDA version: write digits and dots, such as 12.4 or "
+                "11.8 (the version names a profile and a device)",
+                at_key=True,
+            )
         yield from _host_path_safety(("cuda", version), path)
 
 
@@ -207,6 +163,22 @@ def _templates(fleet: Fleet) -> Iterator[Finding]:
         for i, file in enumerate(template.files):
             if (file.content is None) == (file.source is None):
                 yield Finding((*at, "files", i), "a file needs exactly one of content or source")
+            elif file.source is not None and (problem := source_path_problem(file.source)):
+                yield Finding((*at, "files", i, "source"), problem)
+
+
+def source_path_problem(source: str) -> str | None:
+    """Why a template file's ``source:`` leaves the fleet file's folder as written (absolute, or
+    with ``..``), or None. Where it leads after symbolic links is checked by the loader."""
+    inside = (
+        "a template source must be a file in the fleet file's folder (or below it), named "
+        "relative to it"
+    )
+    if source.startswith("/"):
+        return f"{source!r} is an absolute path: {inside}"
+    if ".." in source.split("/"):
+        return f"{source!r} contains '..': {inside}"
+    return None
 
 
 def _users(fleet: Fleet) -> Iterator[Finding]:
@@ -275,24 +247,6 @@ def _unknown(path: Path, what: str, name: str, known: dict[str, Any]) -> Finding
     return Finding(path, message)
 
 
-def _host_path_rules(path: Path, value: str) -> Iterator[Finding]:
-    if not value.startswith("/"):
-        yield Finding(path, f"{value!r} is relative: host paths must be absolute")
-        return
-    if ".." in value.split("/"):
-        yield Finding(path, f"{value!r} contains '..': write the path without it")
-        return
-    yield from _host_path_safety(path, value)
-
-
 def _host_path_safety(path: Path, value: str) -> Iterator[Finding]:
-    normal = "/" + "/".join(part for part in value.split("/") if part and part != ".")
-    exposed = normal in FORBIDDEN_EXACT or any(
-        normal == tree or normal.startswith(tree + "/") for tree in FORBIDDEN_TREES
-    )
-    if exposed:
-        yield Finding(
-            path,
-            f"{value!r} would expose the host's own system files to the container; mount a "
-            "dedicated directory instead",
-        )
+    for message in safety.host_path_safety(value):
+        yield Finding(path, message)

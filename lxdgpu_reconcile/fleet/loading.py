@@ -1,6 +1,7 @@
 """Read a fleet file: YAML with source positions -> ``Fleet``, or every problem with its line.
 
-The only I/O here is reading the fleet file (and checking that certificate files exist). Every
+The only I/O here is reading the fleet file, checking that certificate files exist, and that the
+files templates push exist inside the fleet file's folder (``source_problem``). Every
 problem found (YAML, structure, types, cross-references, safety rules) is collected and returned
 at once, sorted by position, each as ``FILE:LINE:COL: dotted.key.path: message``.
 """
@@ -22,7 +23,7 @@ from pydantic_core import ErrorDetails
 
 from lxdgpu_reconcile.fleet import checks as rules
 from lxdgpu_reconcile.fleet.models import FORMAT_VERSION, Fleet
-from lxdgpu_reconcile.fleet.yamlsource import Document, Mark, parse
+from lxdgpu_reconcile.fleet.yamlsource import Document, LimitError, Mark, parse
 from lxdgpu_reconcile.fleet.yamlsource import Path as KeyPath
 
 
@@ -58,8 +59,9 @@ class LoadResult:
     path: Path
     fleet: Fleet | None
     problems: tuple[Problem, ...] = field(default_factory=tuple)
-    #: Certificate files of https hosts that do not exist, as errors: ``problems`` holds them as
-    #: warnings (a fleet file is valid without them); commands that connect refuse to go on.
+    #: Certificate files of https hosts that do not exist, as errors, kept apart from
+    #: ``problems``: ``validate`` and the commands that connect to real hosts report them as
+    #: errors; with ``--lab`` (the lab's own certificates) they do not matter.
     missing_certs: tuple[Problem, ...] = field(default_factory=tuple)
 
     @property
@@ -73,6 +75,11 @@ class LoadResult:
     @property
     def ok(self) -> bool:
         return self.fleet is not None and not self.errors
+
+    def reported(self, *, certs: bool) -> tuple[Problem, ...]:
+        """Every problem, sorted: ``problems``, and the missing certificate files when
+        ``certs`` (they are needed unless the hosts are pointed at the lab)."""
+        return tuple(sorted({*self.problems, *(self.missing_certs if certs else ())}))
 
 
 def dotted(path: KeyPath) -> str:
@@ -108,6 +115,9 @@ def load_text(text: str, *, name: str = "fleet.yaml", base_dir: Path | None = No
     path = Path(name)
     try:
         doc = parse(text)
+    except LimitError as exc:
+        mark = Mark.of(exc.problem_mark)
+        return _failed(path, Problem(name, mark.line, mark.col, dotted(exc.path), str(exc.problem)))
     except yaml.MarkedYAMLError as exc:
         mark = Mark.of(exc.problem_mark or exc.context_mark)
         message = f"YAML syntax error: {exc.problem or exc}"
@@ -140,11 +150,15 @@ def load_text(text: str, *, name: str = "fleet.yaml", base_dir: Path | None = No
                 if finding.severity == "error"
                 else _warning(_at(doc, name, finding.path, finding.message, key=finding.at_key))
             )
+        if base_dir is not None:
+            problems += [
+                _at(doc, name, finding.path, finding.message, key=False)
+                for finding in _template_sources(fleet, base_dir)
+            ]
         missing_certs = tuple(
             _at(doc, name, finding.path, finding.message, key=False)
             for finding in _missing_cert_files(fleet)
         )
-        problems += [_warning(problem) for problem in missing_certs]
     return LoadResult(
         path=path,
         fleet=fleet,
@@ -388,5 +402,44 @@ def _missing_cert_files(fleet: Fleet) -> Iterator[rules.Finding]:
                 yield rules.Finding(
                     ("hosts", name, key),
                     f"{value} does not exist: copy it to this machine (see docs/fleet-file.md, "
-                    "'Connecting to hosts')",
+                    "'Connecting to hosts'), or rehearse in the local lab with --lab DIR",
                 )
+
+
+# --- template sources ----------------------------------------------------------------------------
+
+
+def source_problem(base_dir: Path, source: str) -> str | None:
+    """Why the template file ``source`` (relative to ``base_dir``, the fleet file's folder) cannot
+    be pushed, or None: it leaves the folder as written or after following symbolic links, does
+    not exist, or is not a regular file."""
+    written = rules.source_path_problem(source)
+    if written is not None:
+        return written
+    try:
+        folder = base_dir.resolve()
+        target = (base_dir / source).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a loop of symbolic links
+        return f"{source!r} cannot be followed to a file: {exc}"
+    if not target.is_relative_to(folder):
+        return (
+            f"{source!r} resolves to {target}, outside the fleet file's folder {folder} (through a "
+            "symbolic link): copy the file into the folder instead of linking to it"
+        )
+    if not target.exists():
+        return f"{source!r} does not exist in {folder}: add the file, or fix the path"
+    if not target.is_file():
+        return f"{source!r} is not a regular file: name a file"
+    return None
+
+
+def _template_sources(fleet: Fleet, base_dir: Path) -> Iterator[rules.Finding]:
+    for name, template in fleet.templates.items():
+        for i, file in enumerate(template.files):
+            if file.source is None or file.content is not None:
+                continue
+            if rules.source_path_problem(file.source) is not None:
+                continue  # reported by the rules already
+            problem = source_problem(base_dir, file.source)
+            if problem is not None:
+                yield rules.Finding(("templates", name, "files", i, "source"), problem)

@@ -130,7 +130,9 @@ class Defaults(Model):
         "/home/{user}", description="Host path of a user's home; {user} is the user's name."
     )
     home_path: HostPath = Field(
-        "/home/ubuntu/{user}", description="Where the home appears inside the container."
+        "/home/{container_user}/{user}",
+        description="Where the home appears inside the container; {container_user} is "
+        "container_user, {user} the user's name.",
     )
     profiles: tuple[Name, ...] = Field(
         ("default",), description="Profiles every user container gets, in this order."
@@ -189,7 +191,9 @@ class Profile(Model):
     allow_unsafe: bool = Field(
         False,
         description=(
-            "Allow security.privileged, raw.lxc, raw.apparmor and raw.seccomp; never sent to LXD."
+            "Allow keys and devices that give a container power over the host "
+            "(security.privileged, raw.*, proxy and unix-char devices, ...: docs/fleet-file.md "
+            "lists them); never sent to LXD."
         ),
     )
 

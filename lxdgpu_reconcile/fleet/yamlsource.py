@@ -8,7 +8,11 @@ itself so that it can
 - keep versions as written: a plain ``12.10`` stays the text ``"12.10"``, never the float 12.1,
 - refuse YAML 1.1 booleans (``yes``, ``no``, ``on``, ``off``, ``y``, ``n``), which YAML 1.2 and
   most readers take as strings; only ``true`` and ``false`` are booleans,
-- keep dates as text.
+- keep dates as text,
+- refuse YAML bombs: nesting deeper than ``MAX_DEPTH`` (including an alias that contains
+  itself) and aliases that expand to more than ``MAX_ALIASED`` values (the "billion laughs"),
+  each as a ``LimitError`` with the line where the limit was reached, before any memory or
+  stack is spent on them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,12 @@ Path = tuple[str | int, ...]
 
 _TRUE_FALSE = {"true": True, "false": False}
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+
+#: The deepest nesting of mappings and sequences a fleet file may have (it needs about 6).
+MAX_DEPTH = 64
+#: How many values aliases may expand to in all (each value an alias repeats counts once per
+#: repetition): ample for anchors of shared settings, far below what a YAML bomb asks for.
+MAX_ALIASED = 100_000
 
 
 @dataclass(frozen=True)
@@ -81,8 +91,38 @@ class Document:
     problems: list[SourceProblem]
 
 
+class LimitError(yaml.MarkedYAMLError):
+    """The text nests too deeply or its aliases expand too much; ``problem_mark`` says where,
+    ``path`` under which key (empty when that is not known)."""
+
+    def __init__(self, problem: str, mark: yaml.Mark | None, path: Path = ()) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+        self.path = path
+
+
+def _too_deep(mark: yaml.Mark | None, path: Path = ()) -> LimitError:
+    return LimitError(
+        f"nested more than {MAX_DEPTH} levels deep (or an alias contains itself): a fleet file "
+        "needs only a few levels; remove the nesting or the self-referring alias",
+        mark,
+        path,
+    )
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader without the timestamp resolver: dates stay text."""
+    """SafeLoader without the timestamp resolver (dates stay text) and with a depth bound."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+                raise _too_deep(event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -92,7 +132,8 @@ _Loader.yaml_implicit_resolvers = {
 
 
 def parse(text: str) -> Document:
-    """Parse ``text``. Raises ``yaml.YAMLError`` on a syntax error (it carries the mark)."""
+    """Parse ``text``. Raises ``yaml.YAMLError`` on a syntax error and ``LimitError`` on a YAML
+    bomb (both carry the mark)."""
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -108,15 +149,44 @@ class _Builder:
         self.positions = Positions()
         self.problems: list[SourceProblem] = []
         self._int = yaml.SafeLoader("")  # only its int constructor is used
+        self._depth = 0
+        self._built: set[int] = set()
+        self._aliased = 0
+        self._top_keys: dict[Path, yaml.Mark] = {}
 
     def build(self, node: yaml.Node, path: Path) -> Any:
-        self.positions.values.setdefault(path, Mark.of(node.start_mark))
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        assert isinstance(node, yaml.ScalarNode)
-        return self._scalar(node, path)
+        self._enter(node, path)
+        try:
+            self.positions.values.setdefault(path, Mark.of(node.start_mark))
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            assert isinstance(node, yaml.ScalarNode)
+            return self._scalar(node, path)
+        finally:
+            self._depth -= 1
+
+    def _enter(self, node: yaml.Node, path: Path) -> None:
+        """Count one more level and, for a node built before (an alias), one more repeated value.
+
+        An alias's node carries the position of its anchor, so an expansion beyond the bound is
+        reported at the top-level key being built."""
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _too_deep(node.start_mark, path[:1])
+        if id(node) in self._built:
+            self._aliased += 1
+            if self._aliased > MAX_ALIASED:
+                top = path[:1]
+                raise LimitError(
+                    f"aliases expand to more than {MAX_ALIASED} values (a YAML bomb?): write "
+                    "the values out, or use fewer nested aliases",
+                    self._top_keys.get(top, node.start_mark),
+                    top,
+                )
+        else:
+            self._built.add(id(node))
 
     def _scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
         tag, text = node.tag, node.value
@@ -168,6 +238,8 @@ class _Builder:
                 )
                 continue
             seen[key] = key_mark
+            if not path:
+                self._top_keys[(key,)] = key_node.start_mark
             self.positions.keys[(*path, key)] = key_mark
             result[key] = self.build(value_node, (*path, key))
         for key, value in merged.items():
@@ -184,5 +256,9 @@ class _Builder:
                     SourceProblem(Mark.of(source.start_mark), path, "'<<' merges mappings only")
                 )
                 continue
-            merged.update(self._mapping(source, path))
+            self._enter(source, path)
+            try:
+                merged.update(self._mapping(source, path))
+            finally:
+                self._depth -= 1
         return merged

@@ -9,7 +9,6 @@ against a real fleet.
 from __future__ import annotations
 
 import datetime
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from lxdgpu_reconcile import fileio
 
 CERT_NAME = "client.crt"
 KEY_NAME = "client.key"
@@ -58,10 +59,8 @@ def write_self_signed(cert_path: Path, key_path: Path, *, name: str, days: int) 
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key_bytes)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    fileio.write_atomic(key_path, key_bytes, mode=0o600)
+    fileio.write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
 
 
 def fingerprint(cert_pem: bytes) -> str:
@@ -99,5 +98,5 @@ def write_lxc_config(
     certs.mkdir(parents=True, exist_ok=True)
     for name, path in server_certs.items():
         if path.exists():
-            (certs / f"{name}.crt").write_bytes(path.read_bytes())
-    (conf_dir / "config.yml").write_text(lxc_config(endpoints))
+            fileio.write_atomic(certs / f"{name}.crt", path.read_bytes())
+    fileio.write_atomic(conf_dir / "config.yml", lxc_config(endpoints))

@@ -1,8 +1,11 @@
-"""The lab's base image: busybox from Debian's ``busybox-static``, made locally.
+"""The lab's stand-in images: busybox from Debian's ``busybox-static``, made locally.
 
-Building (``build_image``) reads ``/bin/busybox`` and writes one unified image tarball; importing
-(``import_image``) uploads it to a lab daemon over its unix socket and adds aliases. No image
-server is reachable from the lab, so every image the fleet names is this one.
+No image server is reachable from the lab, so every image alias the fleet names (a template's
+base, the template itself) gets a busybox image of its own: the same rootfs plus
+``/etc/lab-image`` naming the alias, so that each has its own fingerprint and a container shows
+the template it was really made from. Building (``build_images``) reads ``/bin/busybox`` and
+writes one unified image tarball per alias; importing (``import_images``) uploads them to a lab
+daemon over its unix socket and adds the aliases.
 
 The container's ``/sbin/init`` sleeps until LXD asks it to stop (SIGPWR), so containers start in
 about a second and stop cleanly.
@@ -16,12 +19,13 @@ import io
 import os
 import subprocess
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import urlencode
 
 import yaml
 
+from lxdgpu_reconcile import fileio
 from lxdgpu_reconcile.lab.faults import LabError
 from lxdgpu_reconcile.lab.sock import LxdSocket, quoted
 from lxdgpu_reconcile.state import TAG_LAB
@@ -82,14 +86,15 @@ def _entry(name: str, kind: bytes, mode: int, mtime: int, uid: int = 0) -> tarfi
     return info
 
 
-def metadata(architecture: str, created: int) -> bytes:
+def metadata(architecture: str, created: int, alias: str = "") -> bytes:
+    standing_in = f" standing in for {alias}" if alias else ""
     doc = {
         "architecture": architecture,
         "creation_date": created,
         "properties": {
             "os": "busybox",
             "release": "lab",
-            "description": "busybox (lxdgpu-reconcile lab)",
+            "description": f"busybox{standing_in} (lxdgpu-reconcile lab)",
         },
         "templates": {},
     }
@@ -97,15 +102,16 @@ def metadata(architecture: str, created: int) -> bytes:
 
 
 def image_tarball(
-    busybox_bytes: bytes, links: Iterable[str], architecture: str, mtime: int
+    busybox_bytes: bytes, links: Iterable[str], architecture: str, mtime: int, alias: str = ""
 ) -> bytes:
-    """A unified LXD image (``metadata.yaml`` + ``rootfs/``) as deterministic ``tar.gz`` bytes."""
+    """A unified LXD image (``metadata.yaml`` + ``rootfs/``) as deterministic ``tar.gz`` bytes;
+    with ``alias``, the stand-in for that alias (``/etc/lab-image`` names it)."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
         _add(
             tar,
             _entry("metadata.yaml", tarfile.REGTYPE, 0o644, mtime),
-            metadata(architecture, mtime),
+            metadata(architecture, mtime, alias),
         )
         _add(tar, _entry("rootfs", tarfile.DIRTYPE, 0o755, mtime))
         for path, mode, uid in DIRS:
@@ -114,6 +120,9 @@ def image_tarball(
         _add(tar, _entry("rootfs/sbin/init", tarfile.REGTYPE, 0o755, mtime), INIT.encode())
         for name, text in (("passwd", PASSWD), ("group", GROUP), ("hostname", "lab\n")):
             _add(tar, _entry(f"rootfs/etc/{name}", tarfile.REGTYPE, 0o644, mtime), text.encode())
+        if alias:
+            entry = _entry("rootfs/etc/lab-image", tarfile.REGTYPE, 0o644, mtime)
+            _add(tar, entry, f"{alias}\n".encode())
         for link in sorted(set(links) - {"bin/busybox", "sbin/init"}):
             info = _entry(f"rootfs/{link}", tarfile.SYMTYPE, 0o777, mtime)
             info.linkname = "/bin/busybox"
@@ -124,9 +133,18 @@ def image_tarball(
     return packed.getvalue()
 
 
-def build_image(out_dir: Path, busybox: Path = BUSYBOX) -> Path:
-    """Write the busybox image tarball into ``out_dir`` (kept when already there)."""
-    path = out_dir / IMAGE_NAME
+def build_images(out_dir: Path, aliases: Iterable[str], busybox: Path = BUSYBOX) -> dict[str, Path]:
+    """Write the stand-in image tarball of each alias into ``out_dir``: alias -> tarball."""
+    return {alias: build_image(out_dir, busybox, alias=alias) for alias in aliases}
+
+
+def build_image(out_dir: Path, busybox: Path = BUSYBOX, *, alias: str = "") -> Path:
+    """Write the busybox image tarball (the stand-in for ``alias``, when given) into ``out_dir``
+    (kept when already there)."""
+    name = IMAGE_NAME
+    if alias:
+        name = f"busybox-{hashlib.sha256(alias.encode()).hexdigest()[:16]}.tar.gz"
+    path = out_dir / name
     if path.exists():
         return path
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -135,11 +153,20 @@ def build_image(out_dir: Path, busybox: Path = BUSYBOX) -> Path:
         applets(busybox),
         architecture=os.uname().machine,
         mtime=int(busybox.stat().st_mtime),
+        alias=alias,
     )
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    fileio.write_atomic(path, data)
     return path
+
+
+def import_images(lxd: LxdSocket, tarballs: Mapping[str, Path]) -> tuple[str, ...]:
+    """Import each alias's stand-in (``build_images``) under that alias, when the alias is
+    missing; the aliases created."""
+    return tuple(
+        created
+        for alias, tarball in tarballs.items()
+        for created in import_image(lxd, tarball, [alias])
+    )
 
 
 def import_image(lxd: LxdSocket, tarball: Path, aliases: Iterable[str]) -> tuple[str, ...]:
@@ -157,7 +184,7 @@ def import_image(lxd: LxdSocket, tarball: Path, aliases: Iterable[str]) -> tuple
     created = []
     for alias in aliases:
         if lxd.call("GET", f"/1.0/images/aliases/{quoted(alias)}", ok_missing=True) is None:
-            body = {"name": alias, "target": fp, "description": "lab busybox image"}
+            body = {"name": alias, "target": fp, "description": "lab busybox stand-in"}
             lxd.call("POST", "/1.0/images/aliases", json_body=body)
             created.append(alias)
     return tuple(created)

@@ -10,19 +10,21 @@ that uses one removes it.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shlex
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from lxdgpu_reconcile import fileio
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.lab import daemon, idmap, netdev, shared
 from lxdgpu_reconcile.lab.certs import ensure_client_cert, write_lxc_config
 from lxdgpu_reconcile.lab.faults import LabError
-from lxdgpu_reconcile.lab.image import build_image, import_image
+from lxdgpu_reconcile.lab.image import build_images, import_images
 from lxdgpu_reconcile.lab.needs import LabNeeds, needs_of
 from lxdgpu_reconcile.lab.record import (
     STATE_FILE,
@@ -60,15 +62,20 @@ def lab_up(fleet: Fleet, lab_dir: Path, *, progress: Progress | None = None) -> 
     ensure_packages(say)
     _mkdirs(lab_dir)
     with _locked(lab_dir):
-        state = _load_or_new(lab_dir)
-        save_lab(state)
-        state = _ensure_veths(state, needs, say)
-        state, delegated = _ensure_idmap(state, needs, say)
-        _make_host_tree(Path(state.host_root), needs)
-        tarball = build_image(lab_dir / "image")
-        for name in needs.hosts:
-            state = _ensure_host(state, name, needs, tarball, restart=delegated, say=say)
-        _write_lxc_config(state)
+        try:
+            state = _load_or_new(lab_dir)
+            save_lab(state)
+            state = _ensure_veths(state, needs, say)
+            state, delegated = _ensure_idmap(state, needs, say)
+            _make_host_tree(Path(state.host_root), needs)
+            tarballs = build_images(lab_dir / "image", needs.image_aliases)
+            for name in needs.hosts:
+                state = _ensure_host(state, name, tarballs, restart=delegated, say=say)
+            _write_lxc_config(state)
+        except OSError as exc:  # a file of the lab that cannot be written: no traceback
+            if exc.filename is None or exc.errno not in _WRITE_ERRORS:
+                raise
+            raise _unwritable(Path(exc.filename), exc) from None
     return state
 
 
@@ -142,13 +149,34 @@ def _mkdirs(path: Path, mode: int = 0o755) -> None:
     """Create ``path`` and its missing parents with ``mode``, whatever the umask."""
     missing = [p for p in (path, *path.parents) if not p.exists()]
     for directory in reversed(missing):
-        directory.mkdir(exist_ok=True)
-        directory.chmod(mode)
+        try:
+            directory.mkdir(exist_ok=True)
+            directory.chmod(mode)
+        except OSError as exc:
+            raise _unwritable(directory, exc) from None
+
+
+#: What ``lab up`` reports as a lab file it cannot write rather than as a failure of its own.
+_WRITE_ERRORS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM})
+
+
+def _unwritable(path: Path, exc: OSError) -> LabError:
+    """The error for a lab file or directory that cannot be made or written."""
+    return LabError(
+        f"cannot write {path}: {fileio.reason_of(exc)}; the lab needs a directory it can write",
+        "choose a writable --dir (e.g. /var/tmp/lab), or make this one writable, and run "
+        "`lxdgpu-reconcile lab up` again",
+    )
 
 
 @contextmanager
 def _locked(lab_dir: Path) -> Iterator[None]:
-    with (lab_dir / LOCK_FILE).open("a") as handle:
+    path = lab_dir / LOCK_FILE
+    try:
+        handle = path.open("a")
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
@@ -292,9 +320,10 @@ def _with_host(state: LabState, host: HostLab) -> LabState:
 
 
 def _ensure_host(
-    state: LabState, name: str, needs: LabNeeds, tarball: Path, *, restart: bool, say: Progress
+    state: LabState, name: str, tarballs: Mapping[str, Path], *, restart: bool, say: Progress
 ) -> LabState:
-    """Start, restart or reuse ``name``'s daemon, then trust the tool and import the image."""
+    """Start, restart or reuse ``name``'s daemon, then trust the tool and import the stand-in
+    image of each alias (``tarballs``: alias -> tarball)."""
     host = state.hosts.get(name) or _new_host(state, name)
     if daemon.running(host) and not restart:
         say(f"{name}: reusing LXD (pid {host.pid}) at {host.endpoint}")
@@ -312,9 +341,9 @@ def _ensure_host(
         state = _with_host(state, host)
     daemon.check_listening(host)
     daemon.trust(host, Path(state.client_cert))
-    added = import_image(LxdSocket(host.socket), tarball, needs.image_aliases)
+    added = import_images(LxdSocket(host.socket), tarballs)
     if added:
-        say(f"{name}: imported the busybox image as {', '.join(added)}")
+        say(f"{name}: imported a busybox stand-in image for each of {', '.join(added)}")
         host = host.model_copy(update={"images": (*host.images, *added)})
     return _with_host(state, host)
 

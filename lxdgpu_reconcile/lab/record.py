@@ -7,11 +7,11 @@ and lets ``lab down`` remove exactly what the lab made and nothing else.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lxdgpu_reconcile import fileio
 from lxdgpu_reconcile.lab.faults import LabError, LabMissingError
 
 STATE_FILE = "lab.json"
@@ -107,8 +107,7 @@ def load_lab(lab_dir: Path) -> LabState:
 
 
 def save_lab(state: LabState) -> None:
-    """Write ``state`` atomically, so an interrupted ``lab up`` leaves a usable record."""
+    """Write ``state`` atomically, so an interrupted ``lab up`` leaves a usable record; raises
+    ``fileio.FileWriteError`` when it cannot be written whole."""
     path = state_path(Path(state.dir))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state.model_dump(mode="json"), indent=2) + "\n")
-    os.replace(tmp, path)
+    fileio.write_atomic(path, json.dumps(state.model_dump(mode="json"), indent=2) + "\n")

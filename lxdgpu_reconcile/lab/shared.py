@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from lxdgpu_reconcile import fileio
 from lxdgpu_reconcile.lab.faults import LabError
 from lxdgpu_reconcile.lab.record import STATE_FILE
 
@@ -177,9 +177,8 @@ def _save(path: Path, registry: Registry) -> None:
     if not registry.entries:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(registry.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(registry.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    fileio.write_atomic(path, text)
 
 
 def users_text(labs: Iterable[str]) -> str:

@@ -19,7 +19,13 @@ import pylxd
 import requests
 from pylxd import exceptions as lxd_exceptions
 
-from lxdgpu_reconcile.observe.lxderrors import LxdError, StaleObject, explain, stale
+from lxdgpu_reconcile.observe.lxderrors import (
+    LxdError,
+    StaleObject,
+    explain,
+    stale,
+    transport_failure,
+)
 
 __all__ = ["DEFAULT_TIMEOUT", "Connect", "Json", "LxdApi", "LxdError", "PylxdApi", "StaleObject"]
 
@@ -248,7 +254,7 @@ class PylxdApi:
             # pylxd accepts only 200 on GET; a range read answers 206, so use its session.
             response = node.session.get(node._api_endpoint, headers=headers, timeout=node._timeout)
         except requests.RequestException as exc:
-            raise LxdError(f"{what}: {type(exc).__name__}: {exc}", cause=exc) from None
+            raise _unanswered(what, exc) from None
         if response.status_code == 404:
             return b""
         if response.status_code == 206:
@@ -338,12 +344,22 @@ def _call(what: str, func: Any, *args: Any, **kwargs: Any) -> requests.Response:
             f"{what}: {message}", status=status, hint=explain(message), cause=exc
         ) from None
     except requests.RequestException as exc:
-        raise LxdError(
-            f"{what}: {type(exc).__name__}: {exc}",
-            hint="check that the host is reachable",
-            cause=exc,
-        ) from None
+        raise _unanswered(what, exc) from None
     return response
+
+
+def _unanswered(what: str, exc: requests.RequestException) -> LxdError:
+    """A request that got no answer (timeout, refused or dropped connection), in plain words.
+
+    Other failures of requests (a TLS failure, a malformed URL) keep their own text."""
+    no_answer = isinstance(exc, requests.Timeout | requests.ConnectionError)
+    if no_answer and not isinstance(exc, requests.exceptions.SSLError):
+        error = transport_failure(what, str(exc), timed_out=isinstance(exc, requests.Timeout))
+        error.cause = exc
+        return error
+    return LxdError(
+        f"{what}: {type(exc).__name__}: {exc}", hint="check that the host is reachable", cause=exc
+    )
 
 
 def _operation_id(response: requests.Response) -> str:

@@ -53,6 +53,7 @@ class ErrorCode(StrEnum):
     UNTAGGED_INSTANCE = "untagged-instance"
     UNTAGGED_PROFILE = "untagged-profile"
     OTHER_OWNER = "other-owner"
+    COPY_IN_THE_WAY = "copy-in-the-way"
     NOT_A_CONTAINER = "not-a-container"
     UNSUPPORTED_STATUS = "unsupported-status"
     MISSING_IMAGE = "missing-image"

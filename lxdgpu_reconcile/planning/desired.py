@@ -17,7 +17,8 @@ Layout of what is expanded:
 - One container per user: profiles ``defaults.profiles`` + CUDA profiles + the user's own,
   ``raw.idmap`` mapping the user's host uid and gid onto ``defaults.container_uid``, the home
   disk ``home``, ``limits.cpu``, ``security.protection.delete``, a ``gpuN`` device per listed GPU
-  (inherited GPU devices overridden with ``type: none``) and the ownership tags.
+  (inherited GPU devices overridden with ``type: none``) and the ownership tags, among them
+  ``user.lxdgpu.created-as: HOST/NAME`` (its identity: a copy carries another container's).
 
 Host-side paths (disk sources, CUDA trees, homes) go through ``site.host_path``; paths inside the
 container stay as declared. On a site without GPUs, GPU devices and ``nvidia.*`` keys are left
@@ -121,6 +122,9 @@ class DesiredHost(Frozen):
     paused: bool = False
     #: Users paused in the fleet file: their tagged containers are left alone wherever they are.
     paused_users: tuple[str, ...] = ()
+    #: The container name the fleet gives each of its users (``users.NAME.container``): a tagged
+    #: container without ``user.lxdgpu.created-as`` under another name is a copy.
+    container_names: dict[str, str] = Field(default_factory=dict)
 
 
 class DesiredState(Frozen):
@@ -297,6 +301,7 @@ def _expand_host(
         notes=tuple(notes),
         paused=host in fleet.hosts and fleet.hosts[host].paused,
         paused_users=tuple(name for name, user in fleet.users.items() if user.paused),
+        container_names={user: fleet.container_of(user) for user in fleet.users},
     )
 
 
@@ -337,6 +342,8 @@ def _instance(
     config, devices = rules.without_gpu(config, devices, attach_gpus=site.attach_gpus)
     body = {"profiles": list(names), "config": config, "devices": devices}
     config[state.TAG_SPEC_HASH] = spec_hash(body)
+    # Not part of the spec hash: written by the create only (``rules.CREATE_ONLY_KEYS``).
+    config[state.TAG_CREATED_AS] = created_as(host, name)
     return DesiredInstance(
         host=host,
         name=name,
@@ -351,6 +358,11 @@ def _instance(
     )
 
 
+def created_as(host: str, name: str) -> str:
+    """The value of ``user.lxdgpu.created-as`` for container ``name`` created on ``host``."""
+    return f"{host}/{name}"
+
+
 def raw_idmap(uid: int, gid: int, container_id: int) -> str:
     """``raw.idmap`` mapping host ``uid``/``gid`` onto ``container_id`` (as ``lxc config set``)."""
     return f"uid {uid} {container_id}\ngid {gid} {container_id}"
@@ -360,8 +372,16 @@ def _home_device(defaults: models.Defaults, site: sites.Site, user: str) -> dict
     return {
         "type": "disk",
         "source": site.host_path(defaults.home_source.replace("{user}", user)),
-        "path": defaults.home_path.replace("{user}", user),
+        "path": home_path(defaults, user),
     }
+
+
+def home_path(defaults: models.Defaults, user: str) -> str:
+    """Where ``user``'s home is mounted in the container: ``defaults.home_path`` with
+    ``{container_user}`` and ``{user}`` filled in."""
+    return defaults.home_path.replace("{container_user}", defaults.container_user).replace(
+        "{user}", user
+    )
 
 
 def _alias(fleet: models.Fleet, template: str) -> str:

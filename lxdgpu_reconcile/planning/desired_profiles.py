@@ -177,10 +177,12 @@ def _host_side(device: Mapping[str, str], site: sites.Site) -> dict[str, str]:
 
 
 def spec_hash(body: Mapping[str, object]) -> str:
-    """``sha256:`` + the SHA-256 of ``body`` as canonical JSON, ignoring any spec-hash tag."""
+    """``sha256:`` + the SHA-256 of ``body`` as canonical JSON, ignoring any spec-hash tag and
+    the identity tag ``user.lxdgpu.created-as`` (not part of the spec)."""
     config = body.get("config")
     if isinstance(config, Mapping):
-        body = {**body, "config": {k: v for k, v in config.items() if k != state.TAG_SPEC_HASH}}
+        left_out = (state.TAG_SPEC_HASH, state.TAG_CREATED_AS)
+        body = {**body, "config": {k: v for k, v in config.items() if k not in left_out}}
     return "sha256:" + _sha256(body)
 
 

@@ -36,6 +36,7 @@ _STEPS: dict[str, tuple[int, int]] = {
     "template-alias": (-1, 0),
     "template-copy": (-1, 1),
     "profile-write": (0, 0),
+    "recreate-delete": (1, -1),  # a container whose create never finished, before its create
     "create": (1, 0),
     "stop": (2, 0),
     "update": (2, 1),
@@ -228,6 +229,7 @@ class HostPlanner(InstanceSteps):
             return
         changes = diff.diff(wanted, diff.profile_essence(obs, self.preserve))
         if changes:
+            pending, hold = self._reaches_unmanaged(want.name, obs)
             self.profile_writes[want.name] = self.add(
                 ActionKind.UPDATE,
                 ref,
@@ -238,7 +240,50 @@ class HostPlanner(InstanceSteps):
                 observed=fingerprints.profile(obs, self.preserve),
                 adopt=not obs.managed,
                 cause=cause_of(want.config, obs.config) if obs.managed else Cause.ADOPT,
+                pending=pending,
+                hold=hold,
             )
+
+    def _reaches_unmanaged(
+        self, name: str, obs: state.ProfileObs
+    ) -> tuple[str | None, Hold | None]:
+        """Why a write of profile ``name`` is held: it reaches containers the tool does not
+        manage, and neither ``--touch-unmanaged`` nor ``--adopt NAME`` allows that. A note
+        names those containers either way."""
+        reached = self._unmanaged_users(name, obs)
+        if not reached:
+            return None, None
+        listed = ", ".join(reached)
+        note = (
+            f"{self.host}: the change of profile {name} reaches containers lxdgpu-reconcile does "
+            f"not manage (untagged): {listed}"
+        )
+        if self.options.touch_unmanaged or self._adopts(name):
+            self.notes.append(f"{note}; allowed (--touch-unmanaged or --adopt {name})")
+            return None, None
+        self.notes.append(f"{note}; held until apply --touch-unmanaged (or --adopt {name})")
+        return (
+            f"reaches containers lxdgpu-reconcile does not manage ({listed}): apply with "
+            f"--touch-unmanaged, or --adopt {name}, to change them too",
+            Hold.UNMANAGED_USERS,
+        )
+
+    def _unmanaged_users(self, name: str, obs: state.ProfileObs) -> list[str]:
+        """The untagged containers that use profile ``name`` (by their profile lists, and by
+        the profile's ``used_by``, which also names containers of other projects), but those
+        this plan adopts."""
+        users = {n for n, inst in self.snap.instances.items() if name in inst.profiles}
+        users.update(n for n in obs.used_by if "/" not in n)
+        reached = []
+        for user in sorted(users):
+            inst = self.snap.instances.get(user)
+            if inst is not None and inst.managed:
+                continue
+            want = self.want.instances.get(user)
+            if inst is not None and want is not None and self._adopts(user, want.user):
+                continue
+            reached.append(user)
+        return reached
 
     def _profile_reason(self, want: desiring.DesiredProfile, obs: state.ProfileObs) -> str | None:
         """Why the profile is updated; None (with an error recorded) when it may not be."""
@@ -257,7 +302,7 @@ class HostPlanner(InstanceSteps):
             f"profile {want.name} on {self.host} was not made by lxdgpu-reconcile (it has no "
             f"{state.TAG_MANAGED} tag), and the fleet file wants a profile of that name",
             f"rename it: lxc profile rename {self.host}:{want.name} {want.name}-old",
-            f"or adopt it: --adopt {want.name} (tags it; lxdgpu-reconcile then manages it)",
+            f"or adopt it: `apply --adopt {want.name}` (tags it; lxdgpu-reconcile then manages it)",
         )
         return None
 
@@ -297,5 +342,11 @@ class HostPlanner(InstanceSteps):
             return _HOST_ERRORS, Hold.HOST_ERRORS
         for dep in action.depends_on:
             if dep in done and done[dep].pending is not None:
+                if done[dep].hold is Hold.UNMANAGED_USERS:
+                    return (
+                        f"waits for {dep}, which is held: that profile change reaches containers "
+                        "lxdgpu-reconcile does not manage",
+                        Hold.DEPENDENCY,
+                    )
                 return f"waits for {dep}, which is pending", Hold.DEPENDENCY
         return None, None

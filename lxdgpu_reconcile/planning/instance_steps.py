@@ -2,7 +2,8 @@
 
 ``InstanceSteps`` is the part of ``host_planner.HostPlanner`` that looks at containers: it checks
 that an existing container may be touched (tagged, owned by the user, a container in a state the
-tool handles), creates missing ones, turns differences into updates (``planning.updates``), and
+tool handles), creates missing ones (and again those whose create never finished,
+``planning.unfinished``), turns differences into updates (``planning.updates``), and
 deletes what the fleet file no longer has, only with ``--prune``.
 """
 
@@ -15,6 +16,7 @@ from lxdgpu_reconcile.planning import desired as desiring
 from lxdgpu_reconcile.planning import diff, rules
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
 from lxdgpu_reconcile.planning import template_steps as templating
+from lxdgpu_reconcile.planning import unfinished as unfinishing
 from lxdgpu_reconcile.planning.common import ErrorCode, ObjectKind, ObjectRef, PowerState
 from lxdgpu_reconcile.planning.model import (
     Action,
@@ -90,8 +92,26 @@ class InstanceSteps:
             self._create(want)
             return
         adopting = self._check_instance(want, obs)
-        if adopting is not None:
+        if adopting is False and unfinishing.unfinished(obs):
+            self._recreate(want, obs)
+        elif adopting is not None:
             self._update(want, obs, adopting)
+
+    def _recreate(self, want: desiring.DesiredInstance, obs: state.InstanceObs) -> None:
+        """Delete a container whose create never finished, and create it again
+        (``planning.unfinished``): it has never run, so it holds no user data."""
+        ref = ObjectRef(kind=ObjectKind.INSTANCE, name=want.name)
+        delete = self.add(
+            ActionKind.DELETE,
+            ref,
+            "recreate-delete",
+            reason="its create never finished (no root filesystem, never started): deleted "
+            "and created again; it has held no user data",
+            part_of=self.action_id(ref, "create"),
+            observed=fingerprints.instance(obs, None),
+            cause=Cause.ABSENT,
+        )
+        self._create(want, after=delete)
 
     def _check_instance(
         self, want: desiring.DesiredInstance, obs: state.InstanceObs
@@ -120,7 +140,8 @@ class InstanceSteps:
                     f"has no {state.TAG_MANAGED} tag), and user {want.user} needs a container of "
                     "that name",
                     f"rename it: lxc rename {where} {want.name}-old",
-                    f"or adopt it: --adopt {want.name} (tags it; lxdgpu-reconcile then manages it)",
+                    f"or adopt it: `apply --adopt {want.name}` (tags it; lxdgpu-reconcile then "
+                    "manages it)",
                 )
                 return None
             adopting = True
@@ -132,6 +153,20 @@ class InstanceSteps:
                 f"container {want.name} on {self.host} is tagged for user {owner}, not {want.user}",
                 f"give user {want.user} another container name (users.{want.user}.container)",
                 f"or remove it by hand when {owner}'s data is safe: lxc delete {where}",
+            )
+            return None
+        copy = None if adopting else self._copy_of(obs)
+        if copy is not None:
+            self._error(
+                ErrorCode.COPY_IN_THE_WAY,
+                ref,
+                f"container {want.name} on {self.host} is a copy of {copy} (lxc copy copies the "
+                f"tags), not the container lxdgpu-reconcile made for user {want.user}; it is "
+                "left alone",
+                f"rename it: lxc rename {where} {want.name}-copy (the next apply creates "
+                f"{want.user}'s container)",
+                f"or, to make it {want.user}'s container, drop the copied identity: "
+                f"lxc config unset {where} {state.TAG_CREATED_AS}",
             )
             return None
         if obs.status not in STATUS:
@@ -156,7 +191,8 @@ class InstanceSteps:
     def _profile_deps(self, names: Iterable[str]) -> list[str]:
         return [self.profile_writes[name] for name in names if name in self.profile_writes]
 
-    def _create(self, want: desiring.DesiredInstance) -> None:
+    def _create(self, want: desiring.DesiredInstance, *, after: str | None = None) -> None:
+        """Create ``want`` (``after``: the delete of an unfinished container of that name)."""
         ref = ObjectRef(kind=ObjectKind.INSTANCE, name=want.name)
         image_step = self.templates.ready.get((self.host, want.alias))
         if self.snap.image_by_alias(want.alias) is None and image_step is None:
@@ -183,7 +219,11 @@ class InstanceSteps:
             "create",
             reason=f"user {want.user} has no container on {self.host}",
             changes=diff.diff(wanted, diff.EMPTY),
-            depends_on=[*self._profile_deps(want.profiles), *([image_step] if image_step else [])],
+            depends_on=[
+                *self._profile_deps(want.profiles),
+                *([image_step] if image_step else []),
+                *([after] if after else []),
+            ],
             body=body,
             cause=Cause.ABSENT,
         )
@@ -253,7 +293,33 @@ class InstanceSteps:
             scope = self.want.prune
             if not scope.whole_host and user not in scope.users:
                 continue
+            copy = self._copy_of(obs)
+            if copy is not None:
+                self.notes.append(
+                    f"{self.host}: {obs.name} is a copy of {copy}, tagged for user {user or '?'}: "
+                    "lxdgpu-reconcile leaves it alone (never updated, never deleted, not even "
+                    f"with --prune); delete it by hand when it is no longer needed: "
+                    f"lxc delete {self.host}:{obs.name}"
+                )
+                continue
             self._delete_instance(obs, user)
+
+    def _copy_of(self, obs: state.InstanceObs) -> str | None:
+        """What the tagged container ``obs`` is a copy of; None when it is the tool's own.
+
+        Its ``user.lxdgpu.created-as`` tag (``HOST/NAME``, written by the create request only)
+        must be its own host and name: ``lxc copy`` copies the tag to a new name or host. A
+        container without the tag (created before the tag existed, or adopted) is the tool's
+        own when its name is the one the fleet gives its user, or its user is not in the fleet.
+        """
+        made = obs.config.get(state.TAG_CREATED_AS)
+        if made is not None:
+            return None if made == desiring.created_as(self.host, obs.name) else made
+        user = obs.config.get(state.TAG_USER, "")
+        name = self.want.container_names.get(user)
+        if name is None or name == obs.name:
+            return None
+        return f"user {user}'s container {name}"
 
     def _delete_instance(self, obs: state.InstanceObs, user: str) -> None:
         ref = ObjectRef(kind=ObjectKind.INSTANCE, name=obs.name)
@@ -264,7 +330,7 @@ class InstanceSteps:
             pending, hold = (
                 "protected by security.protection.delete: release it with "
                 f"`lxc config set {self.host}:{obs.name} security.protection.delete=false`, "
-                "then run with --prune again",
+                "then `apply --prune` (or the next reconcile run) deletes it",
                 Hold.PROTECTED,
             )
         delete_id = self.action_id(ref, "delete")

@@ -58,6 +58,7 @@ class Hold(StrEnum):
     HOST_ERRORS = "host-errors"  # the host has plan errors
     DEPENDENCY = "dependency"  # an action it depends on is pending
     POLICY = "policy"  # held back by reconcile's policy (see reconcile.policy)
+    UNMANAGED_USERS = "unmanaged-users"  # a profile write reaching untagged containers
 
 
 # --- bodies: exactly what is written --------------------------------------------------------------
@@ -198,6 +199,8 @@ class PlanOptions(Frozen):
     adopt: bool | tuple[str, ...] = False
     allow_restart: bool = False
     attach_gpus: bool = True
+    #: Write profiles that untagged containers use (``--touch-unmanaged``).
+    touch_unmanaged: bool = False
 
 
 class Summary(Frozen):

@@ -45,8 +45,10 @@ An update that LXD applies only at start, on a running container, is three actio
 ``update`` (``restart: true``) and ``start``, chained by ``depends_on``. Without
 ``allow_restart`` the three are pending and any live part of the change is a separate, applied
 ``update``. Deletes happen only with ``prune``, only of tagged objects no longer desired, never
-of a container protected by ``security.protection.delete``, and never of LXD's ``default``
-profile.
+of a container protected by ``security.protection.delete``, never of a copy of a managed
+container (its ``user.lxdgpu.created-as`` tag is not its own host and name), and never of LXD's
+``default`` profile. A profile write that reaches untagged containers is pending unless
+``touch_unmanaged`` (or ``adopt`` naming the profile) allows it.
 
 Order per host: leftover build containers removed, template builds and copies, profile writes,
 container creates, stops and updates, starts, then deletes (containers before the profiles they
@@ -69,6 +71,7 @@ from lxdgpu_reconcile.planning.common import ErrorCode, PlanError
 from lxdgpu_reconcile.planning.holds import hold_back
 from lxdgpu_reconcile.planning.host_planner import HostPlanner
 from lxdgpu_reconcile.planning.model import HostPlan, Plan, PlanOptions
+from lxdgpu_reconcile.templates.recipe import LiveBuilders
 
 
 def make_plan(
@@ -80,10 +83,12 @@ def make_plan(
     prune: bool = False,
     adopt: bool | Iterable[str] = False,
     allow_restart: bool = False,
+    touch_unmanaged: bool = False,
     template_files: Mapping[str, Mapping[str, bytes]] | None = None,
     only_template: str | None = None,
     force_build: bool = False,
     distribute: bool = True,
+    builders: LiveBuilders | None = None,
 ) -> Plan:
     """Expand ``fleet`` on ``site`` and plan it against ``snapshot``.
 
@@ -94,10 +99,14 @@ def make_plan(
 
     ``template_files`` holds, per template, the contents of the files it pushes (read from the
     fleet's folder by the caller, ``templates.sources``); without it only inline files are known.
+
+    ``builders`` holds the facts that tell a build in progress from a leftover build container
+    (this machine's hostname, its live builder processes, now; gathered by the caller, see
+    ``recipe.running_builder``). None: a build container that names its builder is never deleted.
     """
     if only_template is not None:
         scope = templating.BuildScope(only_template, force=force_build, distribute=distribute)
-        return _template_plan(fleet, snapshot, scope, template_files)
+        return _template_plan(fleet, snapshot, scope, template_files, builders)
     targets = tuple(targets)
     want = desiring.expand(fleet, snapshot, site, targets=targets)
     users = [i.user for host in want.hosts.values() for i in host.instances.values()]
@@ -107,6 +116,7 @@ def make_plan(
         templates=templating.in_scope(fleet, users, want.hosts),
         hosts=want.hosts,
         contents=template_files,
+        builders=builders,
     )
     return build_plan(
         want,
@@ -114,6 +124,7 @@ def make_plan(
         prune=prune,
         adopt=adopt,
         allow_restart=allow_restart,
+        touch_unmanaged=touch_unmanaged,
         targets=targets,
         templates=template_plan,
     )
@@ -124,6 +135,7 @@ def _template_plan(
     snapshot: state.FleetSnapshot,
     scope: templating.BuildScope,
     template_files: Mapping[str, Mapping[str, bytes]] | None,
+    builders: LiveBuilders | None = None,
 ) -> Plan:
     """The plan of ``build TEMPLATE``: the template's steps on its build host and copy targets;
     no profile or container is looked at, and nothing is deleted but its leftover builds."""
@@ -147,6 +159,7 @@ def _template_plan(
         hosts=hosts,
         contents=template_files,
         build=scope,
+        builders=builders,
     )
     return build_plan(want, snapshot, targets=hosts, templates=template_plan)
 
@@ -158,13 +171,16 @@ def build_plan(
     prune: bool = False,
     adopt: bool | Iterable[str] = False,
     allow_restart: bool = False,
+    touch_unmanaged: bool = False,
     targets: tuple[str, ...] = (),
     templates: templating.TemplatePlan | None = None,
 ) -> Plan:
     """The plan that turns ``snapshot`` into ``desired``.
 
     ``adopt`` is True (adopt every untagged object in the fleet's way) or names of containers,
-    users or profiles to adopt. ``targets`` is only recorded in the plan's options.
+    users or profiles to adopt. ``touch_unmanaged`` lets profile writes reach untagged
+    containers (else they are held, as is a write of a profile named in ``adopt``'s names).
+    ``targets`` is only recorded in the plan's options.
     """
     options = PlanOptions(
         targets=targets,
@@ -172,6 +188,7 @@ def build_plan(
         adopt=adopt if isinstance(adopt, bool) else tuple(adopt),
         allow_restart=allow_restart,
         attach_gpus=desired.attach_gpus,
+        touch_unmanaged=touch_unmanaged,
     )
     adopted: set[str] = set()
     templates = templates or templating.TemplatePlan()

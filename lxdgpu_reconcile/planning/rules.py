@@ -22,7 +22,8 @@ and held back without ``--allow-restart``, whereas a change wrongly called live 
 not take effect.
 
 The second half says which keys and devices the plan neither compares nor writes
-(``Preserve``): LXD's own ``volatile.*`` and ``image.*`` keys, and in the lab (no GPU) every
+(``Preserve``): LXD's own ``volatile.*`` and ``image.*`` keys, the container's identity tag
+``user.lxdgpu.created-as`` (written by the create request only), and in the lab (no GPU) every
 ``gpu`` device and ``nvidia.*`` key.
 """
 
@@ -152,6 +153,10 @@ def device_change_timing(old: Mapping[str, str] | None, new: Mapping[str, str] |
 
 #: Keys LXD writes into an instance's local config itself.
 LXD_OWNED_PREFIXES = ("volatile.", "image.")
+#: Keys the tool writes only when it creates a container (its identity, ``TAG_CREATED_AS``).
+CREATE_ONLY_KEYS = (state.TAG_CREATED_AS,)
+#: What every plan leaves alone in config: LXD's own keys, and what only a create writes.
+KEPT_KEYS = LXD_OWNED_PREFIXES + CREATE_ONLY_KEYS
 #: Keys that need the NVIDIA container runtime; kept out of the lab, which has no GPU.
 GPU_CONFIG_PREFIXES = ("nvidia.",)
 GPU_DEVICE_TYPES = ("gpu",)
@@ -164,7 +169,7 @@ class Preserve(Frozen):
     (``plan.put_request`` does this), so a write never removes them and a plan never shows them.
     """
 
-    config_prefixes: tuple[str, ...] = LXD_OWNED_PREFIXES
+    config_prefixes: tuple[str, ...] = KEPT_KEYS
     device_types: tuple[str, ...] = ()
 
     def keeps_key(self, key: str) -> bool:
@@ -178,9 +183,7 @@ def preserve_for(*, attach_gpus: bool) -> Preserve:
     """What a plan leaves alone on a site that does (or, in the lab, does not) attach GPUs."""
     if attach_gpus:
         return Preserve()
-    return Preserve(
-        config_prefixes=LXD_OWNED_PREFIXES + GPU_CONFIG_PREFIXES, device_types=GPU_DEVICE_TYPES
-    )
+    return Preserve(config_prefixes=KEPT_KEYS + GPU_CONFIG_PREFIXES, device_types=GPU_DEVICE_TYPES)
 
 
 def without_gpu(

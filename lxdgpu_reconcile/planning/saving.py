@@ -9,12 +9,17 @@ power state it had when the plan was made.
 ``apply FILE`` re-observes only the hosts with such objects and calls ``check``, which returns
 every reason the plan is stale (``Stale``), each naming the object and what changed, with the
 field-level difference when it can be worked out from the plan itself. Nothing is written when
-there is any. The executor's own fingerprint check before each write stays the last line of
-defence.
+there is any. Then apply plans again, from the fleet file the plan names, the live state and
+the options recorded in the plan, and applies that plan only when ``compare`` finds it equal to
+the saved one, action for action and body for body; otherwise it refuses, naming every action
+added, removed or different and the fields that differ. A saved plan is a review artefact, not
+a program: its own bodies are never sent. The executor's own checks before each write
+(fingerprints, ``execute.invariants``) stay the last line of defence.
 
 A saved plan holds what the plan shows: names, and the old and new values of the fields it
 changes (as ``plan`` prints them). It never holds certificates, keys or other credentials, nor
-values the plan does not change.
+values the plan does not change, nor values of secret-looking keys (``render`` writes the plan
+masked by ``planning.sensitive``).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import pydantic
 
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.errors import ToolError
-from lxdgpu_reconcile.planning import diff, rules
+from lxdgpu_reconcile.planning import diff, rules, sensitive
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
 from lxdgpu_reconcile.planning import model as plans
 from lxdgpu_reconcile.planning.common import Frozen, ObjectKind, ObjectRef
@@ -92,10 +97,19 @@ class SavedPlanError(ToolError):
 _REPLAN = "save a plan with `lxdgpu-reconcile plan -f FLEET --out FILE`, then apply FILE"
 
 
+#: The deepest nesting of objects and lists a saved plan may have (it needs about a dozen).
+MAX_DEPTH = 64
+
+
 def parse(text: str, *, name: str) -> SavedPlan:
     """The saved plan in ``text`` (the content of file ``name``); raises ``SavedPlanError``."""
+    too_deep = SavedPlanError(
+        f"{name} is not a saved plan: it nests more than {MAX_DEPTH} levels deep", _REPLAN
+    )
     try:
         data: Any = json.loads(text)
+    except RecursionError:
+        raise too_deep from None
     except ValueError:
         if text.lstrip().startswith(("version:", "#", "---")) or "\nusers:" in text:
             raise SavedPlanError(
@@ -103,6 +117,8 @@ def parse(text: str, *, name: str) -> SavedPlan:
                 f"apply a fleet file with `lxdgpu-reconcile apply -f {name}`; {_REPLAN}",
             ) from None
         raise SavedPlanError(f"{name} is not a saved plan (not JSON)", _REPLAN) from None
+    if _depth(data) > MAX_DEPTH:
+        raise too_deep
     if not isinstance(data, dict) or data.get("kind") != KIND:
         what = (
             "a plan printed by `plan --format json`, without what apply checks"
@@ -126,9 +142,24 @@ def parse(text: str, *, name: str) -> SavedPlan:
         ) from None
 
 
+def _depth(data: Any) -> int:
+    """How deeply ``data`` nests lists and objects, counted without recursion."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:
+                items = value.values() if isinstance(value, dict) else value
+                stack.extend((item, depth + 1) for item in items)
+    return deepest
+
+
 def render(saved: SavedPlan) -> str:
-    """``saved`` as indented JSON text, ending with a newline (what ``parse`` reads)."""
-    return json.dumps(saved.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+    """``saved`` as indented JSON text, ending with a newline (what ``parse`` reads). The file
+    holds the masked plan (``sensitive.mask_plan``): no value of a secret-looking key."""
+    masked = saved.model_copy(update={"plan": sensitive.mask_plan(saved.plan)})
+    return json.dumps(masked.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
 
 
 # --- saving ---------------------------------------------------------------------------------------
@@ -343,3 +374,104 @@ def _as_planned(plan: plans.Plan, want: Precondition) -> diff.Essence | None:
             return before
         return None
     return None
+
+
+# --- comparing with the plan made now -------------------------------------------------------------
+
+#: Field differences listed per action (or per plan-level field) before the rest is counted.
+MAX_FIELDS = 8
+_ABSENT = object()
+
+
+def compare(saved: plans.Plan, now: plans.Plan) -> tuple[Stale, ...]:
+    """How the plan of a plan file (``saved``) differs from the plan made ``now`` from the same
+    fleet file, options and hosts (masked as the file is): every action added, removed or
+    different, with the fields that differ; plan-level fields (summary, options, errors) too.
+    Empty when they are equal, field for field."""
+    a, b = saved.model_dump(mode="json"), now.model_dump(mode="json")
+    found: list[Stale] = []
+    for key in ("format_version", "options", "summary", "notes", "errors"):
+        found.extend(Stale(message=m) for m in _field_lines(a[key], b[key], (key,)))
+    hosts_a = {host["host"]: host for host in a["hosts"]}
+    hosts_b = {host["host"]: host for host in b["hosts"]}
+    for name in sorted(hosts_a.keys() | hosts_b.keys()):
+        found.extend(_compare_host(name, hosts_a.get(name), hosts_b.get(name)))
+    return tuple(found)
+
+
+def _compare_host(name: str, a: Any, b: Any) -> Iterator[Stale]:
+    if a is None or b is None:
+        where = "the plan file" if a is not None else "the plan made now"
+        yield Stale(host=name, message=f"host {name} is only in {where}")
+        return
+    for key in ("applyable", "errors", "notes"):
+        for line in _field_lines(a[key], b[key], (key,)):
+            yield Stale(host=name, message=f"{name}: {line}")
+    actions_a = {action["id"]: action for action in a["actions"]}
+    actions_b = {action["id"]: action for action in b["actions"]}
+    for action_id, action in actions_a.items():
+        ref = ObjectRef.model_validate(action["object"])
+        if action_id not in actions_b:
+            yield Stale(
+                host=name,
+                object=ref,
+                message=f"action {action_id} ({action['kind']} {ref}) is added in the plan "
+                "file: the plan made now has no such action",
+            )
+            continue
+        lines = list(_field_lines(action, actions_b[action_id], ()))
+        if lines:
+            yield Stale(
+                host=name,
+                object=ref,
+                message=f"action {action_id} differs: " + "; ".join(lines),
+            )
+    for action_id, action in actions_b.items():
+        if action_id not in actions_a:
+            ref = ObjectRef.model_validate(action["object"])
+            yield Stale(
+                host=name,
+                object=ref,
+                message=f"action {action_id} ({action['kind']} {ref}) is removed from the plan "
+                "file: the plan made now has it",
+            )
+    order_a = [action_id for action_id in actions_a if action_id in actions_b]
+    order_b = [action_id for action_id in actions_b if action_id in actions_a]
+    if order_a != order_b:
+        yield Stale(host=name, message=f"{name}: the plan file has the actions in another order")
+
+
+def _field_lines(a: Any, b: Any, path: tuple[str, ...]) -> Iterator[str]:
+    """``PATH: VALUE in the plan file, VALUE now`` for each field that differs, at most
+    ``MAX_FIELDS``, then how many more."""
+    found = list(_fields(a, b, path))
+    for where, old, new in found[:MAX_FIELDS]:
+        yield f"{'.'.join(where) or 'value'}: {_shown(old)} in the plan file, {_shown(new)} now"
+    if len(found) > MAX_FIELDS:
+        yield f"and {len(found) - MAX_FIELDS} more field(s)"
+
+
+def _fields(a: Any, b: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any, Any]]:
+    """The leaves where ``a`` and ``b`` (JSON data) differ, with their paths (without
+    recursion into data nested deeper than a plan has)."""
+    stack = [(path, a, b)]
+    while stack:
+        where, x, y = stack.pop(0)
+        if x == y:
+            continue
+        if isinstance(x, dict) and isinstance(y, dict):
+            keys = list(x) + [k for k in y if k not in x]
+            stack.extend(((*where, str(k)), x.get(k, _ABSENT), y.get(k, _ABSENT)) for k in keys)
+        elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+            stack.extend(
+                ((*where, str(i)), p, q) for i, (p, q) in enumerate(zip(x, y, strict=True))
+            )
+        else:
+            yield where, x, y
+
+
+def _shown(value: Any) -> str:
+    if value is _ABSENT:
+        return "(absent)"
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -7,7 +7,9 @@ alias names:
 - on every other host that needs the template (``recipe.copy_targets``): an image without the
   current recipe hash plans ``copy template X to HOST``, after the build when there is one;
 - on every host: build containers left by an interrupted build (tagged
-  ``user.lxdgpu.role: build``) are deleted.
+  ``user.lxdgpu.role: build``) are deleted; one whose builder process still runs
+  (``recipe.running_builder``, over the ``LiveBuilders`` facts the caller gathered) is a build in
+  progress: it is left alone and named in a note.
 
 Images the local lab imported as stand-ins (``user.lxdgpu.lab: "true"``, a busybox image under
 the template's alias) are taken as they are: the lab cannot run a real template's steps (no
@@ -22,6 +24,7 @@ they run on. A copy depends on the build on another host: the only dependency ac
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -108,13 +111,16 @@ def plan_templates(
     hosts: Iterable[str],
     contents: Mapping[str, Mapping[str, bytes]] | None = None,
     build: BuildScope | None = None,
+    builders: recipe.LiveBuilders | None = None,
 ) -> TemplatePlan:
     """Template steps for ``templates``, and leftover build containers on ``hosts``.
 
     ``contents`` holds, per template, the bytes of every file it pushes (read from the fleet's
     folder by the caller); without it only inline ``content:`` files are known. ``build`` is set
     for ``build TEMPLATE``: only that template, lab stand-ins replaced, leftovers of that template
-    only, optionally forced or without copies.
+    only, optionally forced or without copies. ``builders`` tells which builder processes are
+    alive (``recipe.running_builder``); None: every build container that names its builder is
+    taken for a build in progress.
     """
     result = TemplatePlan()
     for name in templates:
@@ -122,7 +128,7 @@ def plan_templates(
     for host in hosts:
         snap = snapshot.hosts.get(host)
         if snap is not None and snap.reachable:
-            _leftover_builds(snap, result, only=build.template if build else None)
+            _leftover_builds(snap, result, only=build.template if build else None, live=builders)
             if build is None:
                 _older_builds(fleet, snap, result)
     return result
@@ -293,14 +299,24 @@ def _plan_copy(
     result.ready[(host, template.alias)] = step.id
 
 
-def _leftover_builds(snap: state.HostSnapshot, result: TemplatePlan, *, only: str | None) -> None:
+def _leftover_builds(
+    snap: state.HostSnapshot,
+    result: TemplatePlan,
+    *,
+    only: str | None,
+    live: recipe.LiveBuilders | None,
+) -> None:
     for name, obs in sorted(snap.instances.items()):
         if not recipe.is_build_container(obs.config):
             continue
         if only is not None and obs.config.get(recipe.TAG_TEMPLATE) != only:
             continue
-        ref = ObjectRef(kind=ObjectKind.INSTANCE, name=name)
         template = obs.config.get(recipe.TAG_TEMPLATE, "?")
+        running = recipe.running_builder(obs.config, live)
+        if running is not None:
+            result.note(snap.host, _in_progress(name, template, running, checked=live is not None))
+            continue
+        ref = ObjectRef(kind=ObjectKind.INSTANCE, name=name)
         delete_id = step_id(snap.host, ref, "leftover-delete")
         deps: tuple[str, ...] = ()
         if obs.running:
@@ -325,6 +341,15 @@ def _leftover_builds(snap: state.HostSnapshot, result: TemplatePlan, *, only: st
                 observed=fingerprint.instance(obs, None),
             )
         )
+
+
+def _in_progress(name: str, template: str, builder: recipe.Builder, *, checked: bool) -> str:
+    since = builder.started.astimezone(datetime.UTC).isoformat(timespec="seconds")
+    note = (
+        f"{name}: build of template {template} in progress, run by pid {builder.pid} on "
+        f"{builder.host} since {since}; not deleted"
+    )
+    return note if checked else f"{note} (whether that process still runs was not checked)"
 
 
 def _older_builds(fleet: models.Fleet, snap: state.HostSnapshot, result: TemplatePlan) -> None:

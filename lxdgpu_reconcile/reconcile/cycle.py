@@ -44,5 +44,6 @@ def run_cycle(
     plan = policies.govern(planned.plan, decision)
     if plan.errors or all(action.pending is not None for action in plan.actions):
         return Cycle(plan=plan, report=ApplyReport())
-    report = service.apply(loaded, plan, timeout=timeout, progress=progress)
+    # The run's own options bound what the executor may delete, whatever the plan says.
+    report = service.apply(loaded, plan, timeout=timeout, progress=progress, request=request)
     return Cycle(plan=plan, report=report)

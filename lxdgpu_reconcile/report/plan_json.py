@@ -3,7 +3,9 @@
 The document is ``Plan.model_dump(mode="json")``: ``format_version`` (1), ``options``,
 ``summary``, ``notes``, ``errors`` (not tied to a host) and ``hosts``, each with ``host``,
 ``applyable``, ``errors``, ``notes`` and ordered ``actions``. Fields are only ever added within a
-format version; a change of meaning or a removal bumps ``format_version``.
+format version; a change of meaning or a removal bumps ``format_version``. Values of
+secret-looking keys are masked (``planning.sensitive``): ``"(sensitive value)"``, and
+``"(sensitive value, changed)"`` as the new side of a replaced one.
 """
 
 from __future__ import annotations
@@ -12,16 +14,18 @@ import json
 from typing import Any
 
 from lxdgpu_reconcile.planning import model as plan
+from lxdgpu_reconcile.planning import sensitive
 
 
 def to_data(p: plan.Plan) -> dict[str, Any]:
-    """``p`` as plain JSON data (dicts, lists, strings, numbers, booleans, null)."""
-    return p.model_dump(mode="json")
+    """``p`` as plain JSON data (dicts, lists, strings, numbers, booleans, null), with the
+    values of secret-looking keys masked."""
+    return sensitive.mask_plan(p).model_dump(mode="json")
 
 
 def render(p: plan.Plan) -> str:
     """``p`` as indented JSON text, ending with a newline."""
-    return json.dumps(to_data(p), indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(to_data(p), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
 
 
 def parse(text: str) -> plan.Plan:

@@ -15,7 +15,8 @@ Layout (GitHub and GitLab render both the Markdown and the ``<details>`` blocks)
 Every text that comes from the fleet file or the hosts (names, values, messages) is escaped for
 Markdown outside code blocks and for HTML inside ``<summary>``; code blocks use a fence longer than
 any run of backticks they hold. Comments have a size limit (65536 characters on GitHub): past
-``limit`` characters the last host sections are left out, and a line says so.
+``limit`` characters the last host sections are left out, and a line says so. Values of
+secret-looking keys are masked (``planning.sensitive``), as in the plan text.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import html
 import re
 from collections.abc import Iterable, Iterator
 
-from lxdgpu_reconcile.planning import diff
+from lxdgpu_reconcile.planning import diff, sensitive
 from lxdgpu_reconcile.planning import model as plans
 from lxdgpu_reconcile.report import plan_text
 
@@ -53,7 +54,8 @@ _PUNCTUATION = re.compile(r"([\\`*_\[\]|~#@$])")
 
 
 def render(p: plans.Plan, *, title: str = "lxdgpu-reconcile plan", limit: int = LIMIT) -> str:
-    """``p`` as a Markdown comment, at most about ``limit`` characters."""
+    """``p`` as a Markdown comment, at most about ``limit`` characters; secrets masked."""
+    p = sensitive.mask_plan(p)
     head = "\n".join([*_head(p, title), ""])
     sections = [_host_section(host) for host in p.hosts if host.actions]
     kept: list[str] = []

@@ -8,6 +8,9 @@ held back; last the summary line
 
 ``render`` returns a renderable: printed on a terminal it has colour, elsewhere rich drops the
 styles. ``plain`` is the same text without styles (golden tests, logs). The CLI prints.
+
+Values of secret-looking keys are masked (``planning.sensitive``): they read ``(sensitive value)``,
+and ``(sensitive value) -> (sensitive value, changed)`` when replaced.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from rich.console import Group
 from rich.text import Text
 
-from lxdgpu_reconcile.planning import common, diff
+from lxdgpu_reconcile.planning import common, diff, sensitive
 from lxdgpu_reconcile.planning import model as plan
 
 _SYMBOLS = {
@@ -46,7 +49,8 @@ def plain(p: plan.Plan) -> str:
 
 
 def lines(p: plan.Plan) -> list[Text]:
-    """Every line of the rendered plan."""
+    """Every line of the rendered plan, secret-looking values masked."""
+    p = sensitive.mask_plan(p)
     out: list[Text] = []
     for note in p.notes:
         out.append(Text.assemble(("Note: ", "bold cyan"), note))
@@ -162,8 +166,14 @@ def value_text(change: diff.FieldChange, value: diff.Value | None) -> str:
     if isinstance(value, tuple):
         return "[" + ", ".join(value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in sorted(value.items())) + "}"
+        return "{" + ", ".join(f"{k}: {_shown(v)}" for k, v in sorted(value.items())) + "}"
+    if value in sensitive.MARKERS:
+        return value
     text = value or ""
     if text.startswith("sha256:") and len(text) > _HASH_SHOWN:
         text = text[:_HASH_SHOWN] + "..."
     return json.dumps(text) if change.path != ("state",) else text
+
+
+def _shown(value: str) -> str:
+    return value if value in sensitive.MARKERS else json.dumps(value)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from lxdgpu_reconcile.planning import diff
+from lxdgpu_reconcile.planning import diff, sensitive
 from lxdgpu_reconcile.planning.saving import Stale
 
 
-def lines(stale: Iterable[Stale], *, plan_file: str, replan: str) -> list[str]:
-    """The refusal message: what changed, then how to plan again (``replan``, a command)."""
-    out = [f"{plan_file} is stale: nothing was applied."]
+def lines(
+    stale: Iterable[Stale], *, plan_file: str, replan: str, headline: str | None = None
+) -> list[str]:
+    """The refusal message: ``headline`` (default: the plan is stale), what changed or differs,
+    then how to plan again (``replan``, a command)."""
+    out = [headline or f"{plan_file} is stale: nothing was applied."]
     for reason in stale:
         out.append(f"  {reason.message}")
         out.extend(f"      {_change(change)}" for change in reason.changes)
@@ -19,7 +22,8 @@ def lines(stale: Iterable[Stale], *, plan_file: str, replan: str) -> list[str]:
 
 
 def _change(change: diff.FieldChange) -> str:
-    """``path: old -> new`` (old: when the plan was made; new: now)."""
+    """``path: old -> new`` (old: when the plan was made; new: now); secrets masked."""
+    change = sensitive.mask_change(change)
     return f"{change.dotted}: {_value(change.old)} -> {_value(change.new)}"
 
 

@@ -4,7 +4,9 @@ Pure: no I/O. A template's *recipe* is its base image, its steps and the files i
 hash (``recipe_hash``) is stored as an image property of the published image; the planner, the
 ``build`` command and the executor compare it with the hash of the fleet's recipe to decide
 whether to build, copy or do nothing. This module also names everything a build writes to LXD:
-image properties, the build container's name and tags, and the ``ALIAS-previous`` alias.
+image properties, the build container's name and tags, and the ``ALIAS-previous`` alias; and it
+decides whether a build container is a build in progress or a leftover (``running_builder``,
+from facts about live processes that the caller gathers).
 
 What the base contributes to the hash (``base_key``):
 
@@ -19,6 +21,7 @@ What the base contributes to the hash (``base_key``):
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import re
@@ -43,6 +46,17 @@ ROLE_BUILD = "build"
 PREVIOUS_SUFFIX = "-previous"
 #: Build container names: ``lxdgpu-build-<template>-<6 hex>``.
 BUILD_PREFIX = "lxdgpu-build-"
+#: Build container tag: the hostname of the machine whose process runs the build.
+TAG_BUILDER_HOST = f"{TAG_PREFIX}builder-host"
+#: Build container tag: the pid of the process that runs the build.
+TAG_BUILDER_PID = f"{TAG_PREFIX}builder-pid"
+#: Build container tag: that process's start time, in clock ticks since boot.
+TAG_BUILDER_START = f"{TAG_PREFIX}builder-start"
+#: Build container tag: when the build started (UTC, ISO 8601).
+TAG_BUILD_STARTED = f"{TAG_PREFIX}build-started"
+#: A build container made by another machine is a leftover this long after its build started
+#: (that machine's processes cannot be checked from here); longer than any sane build.
+FOREIGN_BUILD_MAX_AGE = datetime.timedelta(hours=24)
 #: Version of the recipe document; bump it to make every template rebuild.
 RECIPE_VERSION = 1
 
@@ -195,9 +209,86 @@ def build_container_name(template_name: str, suffix: str) -> str:
     return f"{BUILD_PREFIX}{cleaned[:room].rstrip('-')}-{suffix}"
 
 
-def build_container_config(template_name: str) -> dict[str, str]:
-    """Config tags of a build container; ``remove_leftover_builds`` finds them by these."""
-    return {TAG_MANAGED: "true", TAG_ROLE: ROLE_BUILD, TAG_TEMPLATE: template_name}
+def build_container_config(template_name: str, builder: Builder | None = None) -> dict[str, str]:
+    """Config tags of a build container; the planner finds leftovers by these. ``builder`` adds
+    the tags that name the process running the build (``builder_tags``)."""
+    tags = {TAG_MANAGED: "true", TAG_ROLE: ROLE_BUILD, TAG_TEMPLATE: template_name}
+    return tags | (builder_tags(builder) if builder is not None else {})
+
+
+# --- who runs a build ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Builder:
+    """The process that runs a build: its machine, pid, start time and when the build started."""
+
+    host: str
+    pid: int
+    #: The process's start time in clock ticks since boot (``/proc/PID/stat`` field 22): a pid
+    #: reused by a later process has another.
+    start: int
+    #: When the build container was created (timezone-aware, UTC).
+    started: datetime.datetime
+
+
+@dataclass(frozen=True)
+class LiveBuilders:
+    """What the planner knows of builder processes, gathered by the caller (``service.plan``):
+    this machine's hostname, the ``(pid, start)`` of the builder processes alive on it, and now
+    (timezone-aware)."""
+
+    hostname: str
+    live: frozenset[tuple[int, int]]
+    now: datetime.datetime
+
+
+def builder_tags(builder: Builder) -> dict[str, str]:
+    """The config tags naming ``builder`` on its build container."""
+    return {
+        TAG_BUILDER_HOST: builder.host,
+        TAG_BUILDER_PID: str(builder.pid),
+        TAG_BUILDER_START: str(builder.start),
+        TAG_BUILD_STARTED: builder.started.astimezone(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def builder_of(config: Mapping[str, str]) -> Builder | None:
+    """The builder a build container's tags name; None when a tag is missing or unreadable (a
+    container made by a version that did not record its builder, or tags edited by hand)."""
+    try:
+        host = config[TAG_BUILDER_HOST]
+        pid = int(config[TAG_BUILDER_PID])
+        start = int(config[TAG_BUILDER_START])
+        started = datetime.datetime.fromisoformat(config[TAG_BUILD_STARTED])
+    except (KeyError, ValueError):
+        return None
+    if not host or pid <= 0 or start < 0:
+        return None
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=datetime.UTC)
+    return Builder(host=host, pid=pid, start=start, started=started)
+
+
+def running_builder(config: Mapping[str, str], builders: LiveBuilders | None) -> Builder | None:
+    """The builder still running the build container with ``config``, or None: a leftover.
+
+    - no readable builder tags (an older version made it): a leftover;
+    - made on this machine (``builder-host`` is ``builders.hostname``): running while its
+      ``(pid, start)`` is alive; a dead pid, or one reused by another process, is a leftover;
+    - made on another machine: running until ``FOREIGN_BUILD_MAX_AGE`` after it started, a
+      leftover after that (its process cannot be checked from here);
+    - ``builders`` None (the caller does not know which processes live): running, the safe side.
+    """
+    builder = builder_of(config)
+    if builder is None:
+        return None
+    if builders is None:
+        return builder
+    if builder.host == builders.hostname:
+        return builder if (builder.pid, builder.start) in builders.live else None
+    young = builders.now - builder.started <= FOREIGN_BUILD_MAX_AGE
+    return builder if young else None
 
 
 def is_build_container(config: Mapping[str, str]) -> bool:

@@ -20,7 +20,7 @@ class FakeFleet:
         self.hosts: dict[str, FakeLxd] = {}
         for index, (name, snap) in enumerate(snapshot.hosts.items(), start=1):
             if snap.error is None:
-                address = f"10.0.0.{index}:8443"
+                address = f"127.0.0.{index}:8443"
                 self.hosts[name] = FakeLxd(snap, address=address, peers=self.hosts, **options)
         self.opened: list[str] = []
 

@@ -41,7 +41,7 @@ class FakeLxd:
         self,
         snap: state.HostSnapshot,
         *,
-        address: str = "10.0.0.1:8443",
+        address: str = "127.0.0.1:8443",
         delegated_uids: Set[int] | None = None,
         delegated_gids: Set[int] | None = None,
         peers: Mapping[str, FakeLxd] | None = None,

@@ -15,6 +15,7 @@ Json = dict[str, Any]
 #: Keys LXD writes into a container's local config when it creates it from an image (besides
 #: ``volatile.base_image`` and an ``image.KEY`` for each property of the image).
 LXD_ADDED = {
+    "volatile.apply_template": "create",  # until the first start
     "volatile.idmap.base": "0",
     "volatile.idmap.next": "[]",
     "volatile.last_state.idmap": "[]",

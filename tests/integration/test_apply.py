@@ -324,7 +324,8 @@ def test_a_removed_user_is_deleted_only_with_prune_and_never_while_protected(
     fleet, site = use_lab(load_fleet(world.fleet_path).fleet, world.handle.dir)  # type: ignore[arg-type]
     plan = planner.make_plan(fleet, observe_fleet(fleet, timeout=30), site, prune=True)
     world.lxc("server01", "config", "set", "jerry-container", "user.meanwhile", "x")
-    report = executor.apply_plan(plan, fleet, timeout=60)
+    pruning = executor.Authority(prune=True, host_root=site.host_root)
+    report = executor.apply_plan(plan, fleet, timeout=60, authority=pruning)
     outcomes = {r.id.rsplit("/", 1)[-1]: r for r in report.results if "jerry" in r.id}
     assert outcomes["delete-stop"].outcome is Outcome.FAILED
     assert "changed since the plan was made" in outcomes["delete-stop"].message

@@ -1,10 +1,11 @@
 """Saved plans and unattended reconcile against real LXD daemons: the GitOps workflows end to end.
 
 One scenario on a lab of its own (two hosts, three users), run in order: a saved plan applied
-exactly; saved plans refused after a change by hand and after a fleet edit; reconcile correcting
-drift, holding a restart back under the default policy and applying it when the policy (always,
-or a time window) allows; a paused user left alone; two reconcile runs at once, and a run that
-finds the lock held. Each step starts from where the last one left the hosts.
+exactly; saved plans refused after a change by hand, after a fleet edit and after an edit of
+the plan file itself; reconcile correcting drift, holding a restart back under the default policy
+and applying it when the policy (always, or a time window) allows; a paused user left alone;
+two reconcile runs at once, and a run that finds the lock held. Each step starts from where the
+last one left the hosts.
 """
 
 from __future__ import annotations
@@ -204,6 +205,40 @@ def test_a_saved_plan_is_refused_after_a_fleet_edit(world: World) -> None:
     assert "a saved plan was made with its options" in options.output
 
     assert world.cli("apply", "--yes").exit_code == 0
+
+
+def test_an_edited_saved_plan_is_refused_and_writes_nothing(world: World) -> None:
+    world.edit(lambda d: d["users"]["tom"].update(cpu=1))
+    saved = world.work / "plan-edited.json"
+    assert world.cli("plan", "--out", str(saved)).exit_code == 0
+    data = json.loads(saved.read_text())
+    (update,) = [
+        action
+        for host in data["plan"]["hosts"]
+        for action in host["actions"]
+        if action["object"]["name"] == "tom-container" and action["body"]
+    ]
+    # What a hostile edit adds: a privileged container with the host's / mounted in it.
+    update["body"]["config"]["security.privileged"] = "true"
+    update["body"]["devices"]["hostroot"] = {"type": "disk", "source": "/", "path": "/mnt/host"}
+    saved.write_text(json.dumps(data, indent=2))
+
+    result = world.cli("apply", str(saved))
+    assert result.exit_code == 1, result.output
+    assert "is not the plan that its fleet file and the hosts give now: nothing was applied" in (
+        result.output
+    )
+    assert f"action {update['id']} differs" in result.output
+    assert "body.config.security.privileged" in result.output
+    assert "body.devices.hostroot" in result.output
+    assert "Traceback" not in result.output
+    config = world.config("server01", "tom-container")
+    assert config["config"]["limits.cpu"] == "2"  # nothing was written, not even the cpu
+    assert "security.privileged" not in config["config"]
+    assert "hostroot" not in config["devices"]
+
+    world.edit(lambda d: d["users"]["tom"].update(cpu=2))
+    assert world.cli("plan", "--detailed-exitcode").exit_code == 0
 
 
 # --- reconcile ------------------------------------------------------------------------------------

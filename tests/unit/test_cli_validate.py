@@ -27,10 +27,44 @@ users:
 """
 
 
-def test_validate_example_prints_a_summary() -> None:
-    result = runner.invoke(app, ["validate", "-f", str(REPO / "fleet.example.yaml")])
+def test_validate_example_for_the_lab_prints_a_summary(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["validate", "-f", str(REPO / "fleet.example.yaml"), "--lab", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     assert "valid (2 hosts, 1 profile, 2 templates, 3 users)" in result.output
+
+
+def test_missing_certificate_files_are_errors_with_their_line(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text((REPO / "fleet.example.yaml").read_text())
+    result = runner.invoke(app, ["validate", "-f", str(fleet)], env={"LXDGPU_LAB": None})
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        f"{fleet}:25:18: hosts.server01.client_cert: {tmp_path}/certs/admin.crt does not exist: "
+        "copy it to this machine (see docs/fleet-file.md, 'Connecting to hosts'), or rehearse in "
+        "the local lab with --lab DIR"
+    )
+    assert len(lines) == 6 and "6 errors" in result.stderr
+
+    as_json = runner.invoke(
+        app, ["validate", "-f", str(fleet), "--format", "json"], env={"LXDGPU_LAB": None}
+    )
+    assert as_json.exit_code == 1
+    assert {p["severity"] for p in json.loads(as_json.stdout)} == {"error"}
+
+    (tmp_path / "certs").mkdir()
+    for name in ("admin.crt", "admin.key", "server01.crt", "server02.crt"):
+        (tmp_path / "certs" / name).write_text("x")
+    done = runner.invoke(app, ["validate", "-f", str(fleet)], env={"LXDGPU_LAB": None})
+    assert done.exit_code == 0, done.output
+
+
+def test_the_lab_environment_variable_validates_for_the_lab(tmp_path: Path) -> None:
+    example = str(REPO / "fleet.example.yaml")
+    result = runner.invoke(app, ["validate", "-f", example], env={"LXDGPU_LAB": str(tmp_path)})
+    assert result.exit_code == 0, result.output
 
 
 def test_validate_bad_fleet_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
@@ -129,7 +163,16 @@ def test_every_command_help_has_a_purpose_and_an_example() -> None:
 
 def test_python_dash_m_runs_the_cli() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "lxdgpu_reconcile", "validate", "-f", "fleet.example.yaml"],
+        [
+            sys.executable,
+            "-m",
+            "lxdgpu_reconcile",
+            "validate",
+            "-f",
+            "fleet.example.yaml",
+            "--lab",
+            "/var/tmp/lab",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -57,7 +57,11 @@ def _rest(ctx: Any) -> list[str]:
 def _parse(args: list[str]) -> None:
     """Parse ``args`` as the command line does (raises on an unknown command or option)."""
     command: Any = typer.main.get_command(app)
-    ctx = command.make_context("lxdgpu-reconcile", list(args))
+    try:
+        ctx = command.make_context("lxdgpu-reconcile", list(args))
+    except typer.Exit as done:  # an eager option (--version) answered
+        assert done.exit_code == 0 and args == ["--version"]
+        return
     rest = _rest(ctx)
     while hasattr(command, "resolve_command") and rest:
         name, command, rest = command.resolve_command(ctx, rest)
@@ -112,3 +116,116 @@ def test_the_systemd_units_verify(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert str(tmp_path) not in done.stderr, done.stderr  # no warning about the units
+
+
+# --- the CI jobs and the example fleet -----------------------------------------------------------
+
+
+def _ci() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The GitHub Actions workflow and the GitLab CI file of docs/gitops.md."""
+    page = (REPO / "docs/gitops.md").read_text()
+    github, gitlab = (yaml.safe_load(text) for lang, text in _BLOCK.findall(page) if lang == "yaml")
+    return github, gitlab
+
+
+def _shell(ci: dict[str, Any]) -> str:
+    """Every shell line of a CI file: GitHub ``run:`` steps, GitLab scripts."""
+    lines = []
+    for job in (ci.get("jobs") or ci).values():
+        if not isinstance(job, dict):
+            continue
+        lines += [step["run"] for step in job.get("steps", []) if "run" in step]
+        for key in ("before_script", "script", "after_script"):
+            lines += job.get(key, [])
+    return "\n".join(lines)
+
+
+def test_the_ci_jobs_write_the_certificate_files_the_example_fleet_reads() -> None:
+    example = yaml.safe_load((REPO / "fleet.example.yaml").read_text())
+    read = {
+        host[key] for host in example["hosts"].values() for key in ("client_cert", "client_key")
+    }
+    for ci in _ci():
+        shell = _shell(ci)
+        written = set(re.findall(r"(?:>|cp \S+) (certs/\S+)", shell))
+        removed = {path for line in re.findall(r"rm -f (.*)", shell) for path in line.split()}
+        assert written == read, shell
+        assert removed == read
+    page = (REPO / "docs/gitops.md").read_text() + (REPO / "docs/reconcile.md").read_text()
+    assert "certs/client." not in page
+
+
+def test_the_ci_jobs_install_a_commit_of_this_repository_and_validate_without_the_key() -> None:
+    for ci in _ci():
+        requirement = ci["env" if "jobs" in ci else "variables"]["LXDGPU_RECONCILE"]
+        assert requirement.startswith("git+https://") and requirement.endswith(".git@COMMIT")
+        (validate,) = [line for line in _shell(ci).splitlines() if " validate " in line]
+        assert "--skip-certs" in validate
+
+
+def test_the_gitlab_apply_job_deploys_to_the_environment_the_docs_protect() -> None:
+    _, gitlab = _ci()
+    assert gitlab["apply"]["environment"] == {"name": "lxd-fleet"}
+    assert "protect that environment" in (REPO / "docs/gitops.md").read_text()
+
+
+def _apply_scripts() -> list[str]:
+    github, gitlab = _ci()
+    (step,) = [s for s in github["jobs"]["apply"]["steps"] if "lxdgpu-reconcile apply" in str(s)]
+    (block,) = gitlab["apply"]["script"]
+    return [step["run"], block]
+
+
+#: Stands in for lxdgpu-reconcile: ``apply plan.json`` exits $APPLY_STATUS; ``plan --out F``
+#: saves $NEW_PLAN as F's plan and prints a comment; every call is logged.
+_STUB = """#!/bin/sh
+echo "$*" >> calls.log
+case "$1 $2" in
+  "apply plan.json") exit "$APPLY_STATUS" ;;
+  "apply plan-new.json") exit 0 ;;
+  plan*) printf '{"kind": "saved", "plan": %s}' "$NEW_PLAN" > plan-new.json; echo "the new plan" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize(
+    ("apply_status", "new_plan", "status", "calls"),
+    [
+        (0, "{}", 0, ["apply plan.json"]),
+        (1, '{"actions": [1, 2]}', 0, ["apply plan.json", "plan", "apply plan-new.json"]),
+        (1, '{"actions": [2]}', 1, ["apply plan.json", "plan"]),
+        (4, '{"actions": [1, 2]}', 0, ["apply plan.json", "plan", "apply plan-new.json"]),
+    ],
+    ids=["applied", "stale-same-plan", "stale-new-plan", "locked-same-plan"],
+)
+def test_the_apply_job_applies_only_the_reviewed_plan(
+    tmp_path: Path, apply_status: int, new_plan: str, status: int, calls: list[str]
+) -> None:
+    scripts = _apply_scripts()
+    assert scripts[0] == scripts[1]  # GitHub and GitLab run the same recovery
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stub = bin_dir / "lxdgpu-reconcile"
+    stub.write_text(_STUB)
+    stub.chmod(0o755)
+    (tmp_path / "plan.json").write_text('{"kind": "saved", "plan": {"actions": [1, 2]}}')
+    summary = tmp_path / "summary.md"
+    done = subprocess.run(
+        ["bash", "-e", "-c", scripts[0]],
+        cwd=tmp_path,
+        env={
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "APPLY_STATUS": str(apply_status),
+            "NEW_PLAN": new_plan,
+            "GITHUB_STEP_SUMMARY": str(summary),
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == status, done.stderr
+    logged = (tmp_path / "calls.log").read_text().splitlines()
+    assert [line if line.startswith("apply") else line.split()[0] for line in logged] == calls
+    if status:
+        assert "changed since it was reviewed" in done.stderr
+        assert summary.read_text() == "the new plan\n"

@@ -130,6 +130,30 @@ def test_the_image_tarball_is_deterministic() -> None:
     assert hashlib.sha256(one).digest() == hashlib.sha256(two).digest()
 
 
+def test_each_alias_gets_a_stand_in_of_its_own() -> None:
+    made = {
+        alias: image.image_tarball(b"bb", ["bin/sh"], "x86_64", 7, alias=alias)
+        for alias in ("ubuntu/18.04", "template-desk", "template-plain")
+    }
+    assert len({hashlib.sha256(data).hexdigest() for data in made.values()}) == 3
+    for alias, data in made.items():
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as tar:
+            named = tar.extractfile("rootfs/etc/lab-image")
+            assert named is not None and named.read().decode() == f"{alias}\n"
+    again = image.image_tarball(b"bb", ["bin/sh"], "x86_64", 7, alias="template-desk")
+    assert again == made["template-desk"]
+
+
+def test_the_stand_ins_are_written_once_per_alias(tmp_path: Path) -> None:
+    busybox = tmp_path / "busybox"
+    busybox.write_text("#!/bin/sh\necho bin/sh\n")
+    busybox.chmod(0o755)
+    written = image.build_images(tmp_path / "image", ["ubuntu/18.04", "template-desk"], busybox)
+    assert list(written) == ["ubuntu/18.04", "template-desk"]
+    assert len({path.name for path in written.values()}) == 2
+    assert all(path.parent == tmp_path / "image" for path in written.values())
+
+
 def test_lxc_config_has_every_host_as_an_https_remote() -> None:
     doc = yaml.safe_load(lxc_config({"server02": "https://127.0.0.1:2", "s1": "https://x:1"}))
     assert doc["default-remote"] == "local"

@@ -98,6 +98,7 @@ def test_hosts_that_cannot_be_connected_to_are_all_reported(tmp_path: Path) -> N
 
 def test_a_file_given_as_the_lab_is_one_error(tmp_path: Path) -> None:
     fleet = _write(tmp_path, UNIX_FLEET)
+    (tmp_path / "motd.txt").write_text("hello\n")
 
     with pytest.raises(service.UnusableLab) as caught:
         service.load(fleet, fleet)
@@ -108,8 +109,13 @@ def test_a_file_given_as_the_lab_is_one_error(tmp_path: Path) -> None:
 
 def test_template_files_are_read_when_first_needed(tmp_path: Path) -> None:
     fleet = _write(tmp_path, UNIX_FLEET)
-    loaded = service.load(fleet, None)  # no template file yet: not read here
+    with pytest.raises(service.FleetProblems) as caught:  # validate: the source must exist
+        service.load(fleet, None)
+    assert "templates.desk.files[0].source: 'motd.txt' does not exist" in caught.value.message
 
+    (tmp_path / "motd.txt").write_text("hello\n")
+    loaded = service.load(fleet, None)
+    (tmp_path / "motd.txt").unlink()  # gone after validation: read only when first needed
     with pytest.raises(TemplateFileError):
         _ = loaded.template_files
 
@@ -142,6 +148,7 @@ def test_plan_forwards_every_option_to_the_planner(
         prune=True,
         adopt=("x",),
         allow_restart=True,
+        touch_unmanaged=True,
         only_template="desk",
         force_build=True,
         distribute=False,
@@ -150,6 +157,8 @@ def test_plan_forwards_every_option_to_the_planner(
     planned = service.plan(loaded, request, timeout=5)
 
     assert planned.snapshot is snapshot and planned.plan == planning.Plan()
+    # Which builders live is a fact of this machine, not an option (tests/unit/test_build_builders).
+    assert seen.pop("builders").live == frozenset()
     assert seen == {
         "snapshot": snapshot,
         "site": loaded.site,
@@ -157,6 +166,7 @@ def test_plan_forwards_every_option_to_the_planner(
         "prune": True,
         "adopt": ("x",),
         "allow_restart": True,
+        "touch_unmanaged": True,
         "template_files": {"desk": {"/etc/motd": b"hello\n"}},
         "only_template": "desk",
         "force_build": True,

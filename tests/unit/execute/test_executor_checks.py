@@ -38,7 +38,12 @@ def plan_for(
 
 
 def apply(plan: plans.Plan, hosts: FakeFleet, fleet: Fleet = TWO) -> dict[str, ActionResult]:
-    report = executor.apply_plan(plan, fleet, timeout=5.0, connect=hosts.connect)
+    """``plan`` applied with the authority of the options it was made with (``--adopt``,
+    ``--prune``), as ``apply`` gives it."""
+    authority = executor.Authority(adopt=plan.options.adopt, prune=plan.options.prune)
+    report = executor.apply_plan(
+        plan, fleet, timeout=5.0, connect=hosts.connect, authority=authority
+    )
     return {result.id: result for result in report.results}
 
 
@@ -118,7 +123,8 @@ def test_protected_container_is_not_deleted() -> None:
     obs = snapshot.hosts["h1"].instances["stray"]
     delete = by_hand(plans.ActionKind.DELETE, "stray", observed=fingerprint.instance(obs, None))
     hosts = FakeFleet(snapshot)
-    result = apply(with_actions(plans.Plan(), "h1", delete), hosts)[delete.id]
+    pruning = plans.Plan(options=plans.PlanOptions(prune=True))
+    result = apply(with_actions(pruning, "h1", delete), hosts)[delete.id]
     assert result.outcome is Outcome.FAILED
     assert "Instance is protected" in result.message
     assert "security.protection.delete" in result.hint

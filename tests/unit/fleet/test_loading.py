@@ -119,20 +119,21 @@ def test_relative_certificate_paths_become_absolute(tmp_path: Path) -> None:
     assert result.fleet.hosts["s1"].server_cert == str(tmp_path / "certs" / "s1.crt")
 
 
-def test_missing_certificate_file_is_a_warning(tmp_path: Path) -> None:
+def test_missing_certificate_files_are_errors_unless_the_lab_is_used(tmp_path: Path) -> None:
     fleet_file = tmp_path / "fleet.yaml"
     fleet_file.write_text(
         "version: 1\nhosts:\n  s1:\n    endpoint: https://192.0.2.1:8443\n"
         "    client_cert: a.crt\n    client_key: a.key\n    server_cert: s1.crt\n"
     )
     result = load_fleet(fleet_file)
-    assert result.ok
-    assert [(p.severity, p.line, p.path) for p in result.problems] == [
-        ("warning", 5, "hosts.s1.client_cert"),
-        ("warning", 6, "hosts.s1.client_key"),
-        ("warning", 7, "hosts.s1.server_cert"),
+    assert result.problems == ()  # the fleet file itself is fine
+    assert [(p.severity, p.line, p.path) for p in result.reported(certs=True)] == [
+        ("error", 5, "hosts.s1.client_cert"),
+        ("error", 6, "hosts.s1.client_key"),
+        ("error", 7, "hosts.s1.server_cert"),
     ]
-    assert "does not exist" in result.problems[0].message
+    assert "does not exist" in result.reported(certs=True)[0].message
+    assert result.reported(certs=False) == ()
 
 
 def test_unreadable_file_is_a_problem_not_a_traceback(tmp_path: Path) -> None:

@@ -48,6 +48,7 @@ FRESH_DEFAULT: dict[str, Any] = {
 
 #: Keys LXD writes into a container's local config when it creates it from an image.
 LXD_ADDED = {
+    "volatile.apply_template": "create",  # until the first start
     "volatile.base_image": "0123abcd",
     "volatile.idmap.base": "0",
     "volatile.idmap.next": "[]",
@@ -214,14 +215,26 @@ class Refused(AssertionError):
     """An action the executor did not perform: LXD or the executor refused it, or it was skipped."""
 
 
-def simulate_apply(p: planning.Plan, snapshot: state.FleetSnapshot) -> state.FleetSnapshot:
+def simulate_apply(
+    p: planning.Plan,
+    snapshot: state.FleetSnapshot,
+    fleet: Fleet | None = None,
+    site: sites.Site = sites.REAL,
+) -> state.FleetSnapshot:
     """``snapshot`` after the real executor performed ``p``'s non-pending actions on in-memory
-    LXD hosts (``tests.fakes.lxd``); raises ``Refused`` when an action failed or was skipped."""
+    LXD hosts (``tests.fakes.lxd``); raises ``Refused`` when an action failed or was skipped.
+
+    ``fleet`` (and its ``site``) is what ``p`` was planned from: the executor checks the bodies
+    against it (a container's ``raw.idmap``, its profiles, profiles with ``allow_unsafe``)."""
     hosts = FakeFleet(snapshot)
-    fleet = Fleet.model_validate(
+    fleet = fleet or Fleet.model_validate(
         {"version": 1, "hosts": {n: {"endpoint": h.endpoint} for n, h in snapshot.hosts.items()}}
     )
-    report = executor.apply_plan(p, fleet, timeout=5.0, connect=hosts.connect)
+    # The authority ``apply`` gives the plan it made: its --adopt and --prune.
+    authority = executor.Authority(
+        adopt=p.options.adopt, prune=p.options.prune, host_root=site.host_root
+    )
+    report = executor.apply_plan(p, fleet, timeout=5.0, connect=hosts.connect, authority=authority)
     refused = [r for r in report.results if r.outcome in (Outcome.FAILED, Outcome.SKIPPED)]
     if refused:
         raise Refused("; ".join(f"{r.id}: {r.outcome}: {r.message} ({r.hint})" for r in refused))

@@ -61,6 +61,7 @@ def _plan(case: dict[str, Any]) -> tuple[planning.Plan, Any, Any, Any]:
         prune=options.get("prune", False),
         adopt=adopt if isinstance(adopt, bool) else tuple(adopt),
         allow_restart=options.get("allow_restart", False),
+        touch_unmanaged=options.get("touch_unmanaged", False),
     )
     return made, fleet, site, snapshot
 
@@ -124,13 +125,14 @@ def _plain(value: Any) -> Any:
 def test_second_plan_holds_only_what_the_first_held_back(path: Path) -> None:
     case = _load(path)
     made, fleet, site, snapshot = _plan(case)
-    after = support.simulate_apply(made, snapshot)
+    after = support.simulate_apply(made, snapshot, fleet, site)
     again = planner.build_plan(
         desiring.expand(fleet, after, site, targets=made.options.targets),
         after,
         prune=made.options.prune,
         adopt=made.options.adopt,
         allow_restart=made.options.allow_restart,
+        touch_unmanaged=made.options.touch_unmanaged,
         targets=made.options.targets,
     )
     for first, second in zip(made.hosts, again.hosts, strict=True):

@@ -67,7 +67,7 @@ def _converge(
 ) -> tuple[planning.Plan, state.FleetSnapshot]:
     fleet = support.fleet_from(fleet_data)
     made = planner.make_plan(fleet, snapshot, site, **options)
-    after = support.simulate_apply(made, snapshot)
+    after = support.simulate_apply(made, snapshot, fleet, site)
     again = planner.make_plan(fleet, after, site, **options)
     assert [a.id for a in again.actions if a.pending is None] == []
     return made, after
@@ -207,7 +207,7 @@ def test_held_back_restart_is_valid_after_the_live_part() -> None:
         )
         for host in made.hosts
     )
-    after = support.simulate_apply(made.model_copy(update={"hosts": hosts}), snapshot)
+    after = support.simulate_apply(made.model_copy(update={"hosts": hosts}), snapshot, fleet)
     assert planner.make_plan(fleet, after, sites.REAL).actions == ()
 
 

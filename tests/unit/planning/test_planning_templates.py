@@ -235,5 +235,5 @@ def test_applied_template_plan_leaves_nothing_to_do(
 ) -> None:
     made = plan_of(h1, h2)
     assert made.actions and not made.all_errors
-    after = support.simulate_apply(made, state.FleetSnapshot(hosts={"h1": h1, "h2": h2}))
+    after = support.simulate_apply(made, state.FleetSnapshot(hosts={"h1": h1, "h2": h2}), FLEET)
     assert planner.make_plan(FLEET, after, sites.REAL).actions == ()
