@@ -34,9 +34,9 @@ from lxdgpu_reconcile.execute import (
     images,
     invariants,
     lxdops,
+    release,
     requests,
     template_actions,
-    unfinished,
 )
 from lxdgpu_reconcile.execute.invariants import Authority as Authority
 from lxdgpu_reconcile.execute.results import ActionResult, ApplyReport, Event, Outcome
@@ -359,7 +359,7 @@ def _perform(
     if kind is plans.ActionKind.DELETE:
         current, etag = _read_unchanged(client, action, collection, rules)
         if collection == "instances":
-            unfinished.release_if_unfinished(client, name, current, etag, timeout=timeout)
+            release.release_if_unfinished(client, name, current, etag, timeout=timeout)
         lxdops.delete(client, collection, name, timeout=timeout)
         return "deleted"
     raise _malformed(action)

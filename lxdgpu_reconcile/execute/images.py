@@ -8,7 +8,8 @@ it out.
   that runs the build, ``execute.builders``), pushes the template's files,
   runs each step, stops the container, publishes it with the recipe hash and moves the alias
   (the old image keeps ``ALIAS-previous``). The build container is deleted in a ``finally``, also
-  on failure and on Ctrl-C; ``remove_leftover_builds`` removes any that a killed run left behind.
+  on failure and on Ctrl-C; the next plan removes any that a killed run left behind
+  (``planning.template_steps``), once their builder is gone.
 - Steps run through ``execute.commands.run_command``: no websockets (pylxd's ``wss://`` exec does
   not verify the pinned server certificate), output streamed to ``progress`` line by line.
 - ``copy_image`` pulls an image from one host to another over LXD's own image transfer, with a
@@ -41,7 +42,7 @@ from lxdgpu_reconcile.execute.image_ops import (
 from lxdgpu_reconcile.execute.lxdops import LxdError
 from lxdgpu_reconcile.fleet.models import Template
 from lxdgpu_reconcile.observe.lxdapi import LxdApi
-from lxdgpu_reconcile.state import TAG_ROLE, ImageObs
+from lxdgpu_reconcile.state import ImageObs
 from lxdgpu_reconcile.templates import recipe
 
 __all__ = [
@@ -66,7 +67,6 @@ __all__ = [
     "publish",
     "push_file",
     "remove_instance",
-    "remove_leftover_builds",
     "set_alias",
     "set_image_properties",
 ]
@@ -356,32 +356,6 @@ def _step_failed(
 
 
 # --- clean-up --------------------------------------------------------------------------------
-
-
-def remove_leftover_builds(
-    client: LxdApi, *, template: str | None = None, timeout: float = lxdops.DEFAULT_TIMEOUT
-) -> list[str]:
-    """Delete the build containers on the host (only those of ``template`` when given).
-
-    They are found by their tags (``user.lxdgpu.role: build``), never by name. Returns the
-    names deleted.
-    """
-    listed = client.list(
-        "instances",
-        recursion=1,
-        filter=f"config.{TAG_ROLE} eq {recipe.ROLE_BUILD}",
-        what="list build containers",
-    )
-    removed = []
-    for instance in listed:
-        config = instance.get("config") or {}
-        if not recipe.is_build_container(config):
-            continue
-        if template is not None and config.get(recipe.TAG_TEMPLATE) != template:
-            continue
-        remove_instance(client, instance["name"], timeout=timeout)
-        removed.append(str(instance["name"]))
-    return removed
 
 
 def prune_old_images(

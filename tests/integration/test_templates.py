@@ -222,9 +222,19 @@ def test_leftover_build_containers_are_removed_by_their_tags(scratch: Scratch) -
     scratch.lab.lxc("server01", "launch", "busybox", leftover, *tags)
     scratch.lab.lxc("server01", "init", "busybox", lookalike)
 
-    removed = executing.remove_leftover_builds(scratch.clients["server01"])
+    # The plan of the template finds build containers by their tags, never by name.
+    loaded = service.Loaded(
+        fleet=scratch.fleet(scratch.template("true", hosts=[])),
+        site=scratch.lab.site,
+        path=scratch.lab.dir / "fleet.yaml",
+    )
+    request = service.PlanRequest(only_template=scratch.name)
+    planned = service.plan(loaded, request, timeout=30)
+    deletes = [a.object.name for a in planned.plan.actions if a.kind.value == "delete"]
+    assert deletes == [leftover]
+    report = service.apply(loaded, planned.plan, timeout=60, request=request)
+    assert report.ok, report
 
-    assert leftover in removed
     listed = scratch.lab.lxc("server01", "list", "--format", "csv", "-c", "n").stdout.split()
     assert leftover not in listed
     assert lookalike in listed
