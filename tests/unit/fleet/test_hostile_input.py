@@ -37,12 +37,13 @@ def _bounded(text: str) -> tuple[list[str], float, int]:
 
 def test_billion_laughs_is_refused_quickly_with_little_memory() -> None:
     assert len(BILLION_LAUGHS) < 500
-    errors, seconds, peak = _bounded(BILLION_LAUGHS)
+    errors, _, peak = _bounded(BILLION_LAUGHS)
     assert errors == [
         "fleet.yaml:7:1: f: aliases expand to more than 100000 values (a YAML bomb?): write the "
         "values out, or use fewer nested aliases"
     ]
-    assert seconds < 10 and peak < 100 * 2**20
+    # Memory, not time, is what a bomb exhausts; speed is measured in benchmarks/.
+    assert peak < 100 * 2**20
 
 
 @pytest.mark.parametrize(
@@ -58,10 +59,9 @@ def test_billion_laughs_is_refused_quickly_with_little_memory() -> None:
 def test_deep_nesting_is_a_problem_with_its_line_not_a_recursion_error(
     text: str, where: str
 ) -> None:
-    errors, seconds, _ = _bounded(text)
+    errors, _, _ = _bounded(text)
     assert len(errors) == 1 and errors[0].startswith(where)
     assert "nested more than 64 levels deep (or an alias contains itself)" in errors[0]
-    assert seconds < 10
 
 
 def test_a_few_hundred_aliased_values_are_fine() -> None:
