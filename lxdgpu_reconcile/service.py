@@ -22,17 +22,20 @@ from pathlib import Path
 from lxdgpu_reconcile import __version__, fileio
 from lxdgpu_reconcile import lab as labs
 from lxdgpu_reconcile.errors import ToolError
-from lxdgpu_reconcile.execute import builders, commands, executor, images, lxdops
+from lxdgpu_reconcile.execute import builders, commands, executor, images, lxdops, moves
 from lxdgpu_reconcile.execute.build_outcome import BuildOutcome, check_buildable, outcome_of
 from lxdgpu_reconcile.execute.results import ApplyReport, Event
 from lxdgpu_reconcile.fleet.loading import Problem, load_fleet
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.observe import connect as connecting
+from lxdgpu_reconcile.observe import snapshot_file
+from lxdgpu_reconcile.observe.lxdapi import LxdApi
 from lxdgpu_reconcile.observe.reading import observe_fleet
 from lxdgpu_reconcile.planning import model as plans
 from lxdgpu_reconcile.planning import planner, saving, sensitive, template_steps
 from lxdgpu_reconcile.site import Site
 from lxdgpu_reconcile.state import FleetSnapshot
+from lxdgpu_reconcile.templates import recipe
 from lxdgpu_reconcile.templates.sources import template_files
 
 #: Seconds each host gets to answer an observation.
@@ -177,6 +180,18 @@ def load(fleet_path: Path, lab: Path | None) -> Loaded:
     return locate(read_fleet(fleet_path, certs=lab is None), lab)
 
 
+def locate_offline(read: FleetRead, lab: Path | None) -> Loaded:
+    """``locate`` for planning against a snapshot file (``plan --state``): no host is connected
+    to, so certificate files are not checked (read ``read`` with ``certs=False``)."""
+    try:
+        fleet, site = labs.site_for(read.fleet, lab)
+    except labs.LabError as exc:
+        raise UnusableLab(f"lab: {exc.message}", exc.hint) from None
+    except OSError as exc:
+        raise unreadable_lab(lab, exc) from None
+    return Loaded(fleet=fleet, site=site, path=read.path, warnings=read.warnings)
+
+
 # --- plan and apply -------------------------------------------------------------------------------
 
 
@@ -198,6 +213,8 @@ class PlanRequest:
     only_template: str | None = None
     force_build: bool = False
     distribute: bool = True
+    #: Containers ``apply --force NAME`` names: stopped even while their GPUs are busy.
+    force: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -208,19 +225,51 @@ class Planned:
     snapshot: FleetSnapshot
 
 
-def plan(loaded: Loaded, request: PlanRequest, *, timeout: float) -> Planned:
+def plan(
+    loaded: Loaded,
+    request: PlanRequest,
+    *,
+    timeout: float,
+    snapshot: snapshot_file.Saved | None = None,
+) -> Planned:
     """Read the template files, observe every host (``timeout`` seconds each), and plan.
 
     The planner is told which builder processes named by the snapshot's build containers are
     alive on this machine (``builders.live_builders``, reads ``/proc``), so that it does not take
-    a build in progress for a leftover."""
-    contents = loaded.template_files
+    a build in progress for a leftover.
+
+    ``snapshot`` (``plan --state``): plan against this saved observation instead, with the
+    builders and the time it recorded; no host is contacted."""
+    _ = loaded.template_files  # read first: a missing file fails before a host is contacted
     hosts = None
     if request.only_template in loaded.fleet.templates:
         scope = template_steps.BuildScope(request.only_template, distribute=request.distribute)
         hosts = template_steps.build_hosts(loaded.fleet, scope)
-    snapshot = observe_fleet(loaded.fleet, timeout=timeout, hosts=hosts)
-    made = planner.make_plan(
+    if snapshot is not None:
+        observed = snapshot.snapshot
+        live = recipe.LiveBuilders(
+            hostname=snapshot.hostname, live=snapshot.live, now=snapshot.taken_at
+        )
+    else:
+        observed = observe_fleet(loaded.fleet, timeout=timeout, hosts=hosts)
+        live = builders.live_builders(observed)
+        made = _make_plan(loaded, request, observed, live)
+        # What would stop a container whose GPUs are busy is pending (``moves.hold_busy``).
+        opener = functools.partial(_open_host, loaded.fleet, timeout)
+        made = moves.hold_busy(made, observed, opener, force=request.force)
+        return Planned(plan=made, snapshot=observed)
+    return Planned(plan=_make_plan(loaded, request, observed, live), snapshot=observed)
+
+
+def _open_host(fleet: Fleet, timeout: float, host: str) -> LxdApi:
+    return connecting.connect(host, fleet.hosts[host], timeout=timeout)
+
+
+def _make_plan(
+    loaded: Loaded, request: PlanRequest, snapshot: FleetSnapshot, live: recipe.LiveBuilders
+) -> plans.Plan:
+    contents = loaded.template_files
+    made: plans.Plan = planner.make_plan(
         loaded.fleet,
         snapshot,
         loaded.site,
@@ -233,9 +282,22 @@ def plan(loaded: Loaded, request: PlanRequest, *, timeout: float) -> Planned:
         only_template=request.only_template,
         force_build=request.force_build,
         distribute=request.distribute,
-        builders=builders.live_builders(snapshot),
+        builders=live,
     )
-    return Planned(plan=made, snapshot=snapshot)
+    return made
+
+
+def snapshot_text(snapshot: FleetSnapshot) -> str:
+    """``snapshot``, just observed, as the text of a snapshot file (``status --snapshot-out``):
+    with this machine's live template builders and the time, as ``plan`` would use them."""
+    live = builders.live_builders(snapshot)
+    return snapshot_file.dumps(
+        snapshot,
+        taken_at=live.now,
+        tool_version=__version__,
+        hostname=live.hostname,
+        live=live.live,
+    )
 
 
 def apply(
@@ -246,9 +308,10 @@ def apply(
     progress: executor.Progress | None = None,
     step_timeout: float = images.DEFAULT_STEP_TIMEOUT,
     request: PlanRequest | None = None,
+    parallel: int = executor.DEFAULT_PARALLEL,
 ) -> ApplyReport:
     """Perform ``p`` on the hosts of ``loaded``; ``timeout`` bounds each LXD operation,
-    ``step_timeout`` each step of a template build.
+    ``step_timeout`` each step of a template build; ``parallel``: actions at once per host.
 
     ``request`` holds the options this run was given: its ``adopt`` and ``prune`` are all the
     executor may adopt or delete (``executor.Authority``), whatever ``p`` says. None: neither.
@@ -261,12 +324,15 @@ def apply(
         template_files=loaded.template_files,
         step_timeout=step_timeout,
         authority=authority(request or PlanRequest(), loaded.site),
+        parallel=parallel,
     )
 
 
 def authority(request: PlanRequest, site: Site) -> executor.Authority:
     """What the executor may do for a run given ``request`` on ``site``."""
-    return executor.Authority(adopt=request.adopt, prune=request.prune, host_root=site.host_root)
+    return executor.Authority(
+        adopt=request.adopt, prune=request.prune, host_root=site.host_root, force=request.force
+    )
 
 
 # --- one template -----------------------------------------------------------------------------

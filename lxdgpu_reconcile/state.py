@@ -25,6 +25,12 @@ TAG_ROLE = "user.lxdgpu.role"
 #: in the create request and never again, so a copy (``lxc copy``, which copies every
 #: ``user.*`` key) carries a value that is not its own host and name.
 TAG_CREATED_AS = "user.lxdgpu.created-as"
+#: On a container moved to another host or renamed: ``HOST/NAME`` it moves to. Written when its
+#: move stops it, before the copy; the move is finished once ``TAG_MOVED_AT`` is written too.
+TAG_MOVED_TO = "user.lxdgpu.moved-to"
+#: On a moved container: when its move finished (UTC, ISO 8601). It then stays, stopped, until
+#: ``--prune`` deletes it.
+TAG_MOVED_AT = "user.lxdgpu.moved-at"
 #: On images the local lab imported as stand-ins for a fleet's base and template aliases.
 TAG_LAB = "user.lxdgpu.lab"
 

@@ -11,6 +11,7 @@ from lxdgpu_reconcile.cli import build as _build  # noqa: F401  (registers comma
 from lxdgpu_reconcile.cli import lab as _lab  # noqa: F401  (registers commands)
 from lxdgpu_reconcile.cli import plan as _plan  # noqa: F401
 from lxdgpu_reconcile.cli import reconcile as _reconcile  # noqa: F401  (registers commands)
+from lxdgpu_reconcile.cli import serve as _serve  # noqa: F401  (registers commands)
 from lxdgpu_reconcile.cli import status as _status  # noqa: F401  (registers commands)
 from lxdgpu_reconcile.cli import validate as _validate  # noqa: F401  (registers commands)
 from lxdgpu_reconcile.cli.app import app

@@ -13,12 +13,9 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from lxdgpu_reconcile import __version__, service
+from lxdgpu_reconcile import __version__
 from lxdgpu_reconcile.cli.common import err_console
 from lxdgpu_reconcile.errors import ToolError
-from lxdgpu_reconcile.execute.build_outcome import BuildError
-from lxdgpu_reconcile.lab import LabError
-from lxdgpu_reconcile.report import saved_text
 
 #: Output lines of a failed build step shown with the error (the last ones).
 TAIL_SHOWN = 20
@@ -26,6 +23,11 @@ TAIL_SHOWN = 20
 
 def error_lines(exc: ToolError) -> list[str]:
     """The lines that report ``exc`` on standard error."""
+    from lxdgpu_reconcile import service
+    from lxdgpu_reconcile.execute.build_outcome import BuildError
+    from lxdgpu_reconcile.lab import LabError
+    from lxdgpu_reconcile.report import saved_text
+
     if isinstance(exc, service.StalePlan):
         return saved_text.lines(
             exc.stale, plan_file=exc.plan_file, replan=exc.replan, headline=exc.message

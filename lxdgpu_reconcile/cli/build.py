@@ -9,19 +9,18 @@ the result to standard output.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lxdgpu_reconcile import service
+from lxdgpu_reconcile.cli import defaults
 from lxdgpu_reconcile.cli.app import app
 from lxdgpu_reconcile.cli.common import FleetOpt, LabOpt, err_console, load, out
 from lxdgpu_reconcile.cli.locking import LockFileOpt, LockWaitOpt, held
-from lxdgpu_reconcile.execute import images as executing
-from lxdgpu_reconcile.execute.lxdops import DEFAULT_TIMEOUT
-from lxdgpu_reconcile.execute.results import Event
-from lxdgpu_reconcile.planning import model as plans
-from lxdgpu_reconcile.report import build_text, plan_text
+
+if TYPE_CHECKING:
+    from lxdgpu_reconcile.execute import images as executing
+    from lxdgpu_reconcile.execute.results import Event
 
 
 @app.command()
@@ -42,10 +41,10 @@ def build(
     timeout: Annotated[
         float,
         typer.Option(help="Seconds for each LXD operation (create, publish, copy).", min=1),
-    ] = DEFAULT_TIMEOUT,
+    ] = defaults.LXD_TIMEOUT,
     step_timeout: Annotated[
         float, typer.Option(help="Seconds each build step may run.", min=1)
-    ] = executing.DEFAULT_STEP_TIMEOUT,
+    ] = defaults.STEP_TIMEOUT,
     lock_file: LockFileOpt = None,
     lock_wait: LockWaitOpt = 60.0,
 ) -> None:
@@ -70,6 +69,9 @@ def build(
 
     Example: [bold]lxdgpu-reconcile build desktop -f fleet.yaml --force --no-distribute[/bold]
     """
+    from lxdgpu_reconcile import service
+    from lxdgpu_reconcile.report import build_text, plan_text
+
     loaded = load(fleet, lab)
     request = service.PlanRequest(
         only_template=template, force_build=force, distribute=not no_distribute
@@ -103,6 +105,8 @@ def build(
 
 def show_progress(event: executing.BuildEvent) -> None:
     """One line per stage and per step on standard error; step output indented below."""
+    from lxdgpu_reconcile.execute import images as executing
+
     if isinstance(event, executing.StepStarted):
         first = event.command.strip().splitlines()[0] if event.command.strip() else ""
         err_console.print(f"[{event.number}/{event.total}] {first}", markup=False)
@@ -117,6 +121,8 @@ def show_progress(event: executing.BuildEvent) -> None:
 
 def show_stage(event: Event) -> None:
     """A line on standard error when a build, alias move, copy or leftover removal starts."""
+    from lxdgpu_reconcile.planning import model as plans
+
     action = event.action
     if event.result is not None or event.line is not None:
         return

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
-from lxdgpu_reconcile import service
+from lxdgpu_reconcile.cli import defaults
 from lxdgpu_reconcile.errors import ToolError
-from lxdgpu_reconcile.fleet.models import Fleet
-from lxdgpu_reconcile.site import Site
 
 if TYPE_CHECKING:
+    from lxdgpu_reconcile import service
+    from lxdgpu_reconcile.fleet.models import Fleet
     from lxdgpu_reconcile.planning.model import Plan
+    from lxdgpu_reconcile.site import Site
 
 #: Results go to standard output; problems, progress and prompts to standard error.
 out = Console(highlight=False, soft_wrap=True)
@@ -30,11 +31,23 @@ def echo_json(data: Any) -> None:
 
 
 #: What to do when the fleet file cannot be read at all.
-NAME_THE_FLEET = service.NAME_THE_FLEET
+NAME_THE_FLEET = defaults.NAME_THE_FLEET
 
 FleetOpt = Annotated[
     Path,
     typer.Option("-f", "--fleet", help="The fleet file.", show_default=True),
+]
+#: ``execute.executor.DEFAULT_PARALLEL``: actions performed at once on one host.
+DEFAULT_PARALLEL = 4
+ParallelOpt = Annotated[
+    int,
+    typer.Option(
+        "--parallel",
+        min=1,
+        metavar="N",
+        help="Perform up to N actions at once on each host (1: one after another, in plan "
+        "order); the steps of one container, and what depends on what, keep their order.",
+    ),
 ]
 LabOpt = Annotated[
     Path | None,
@@ -49,6 +62,8 @@ LabOpt = Annotated[
 
 def read_fleet(fleet_path: Path, *, certs: bool) -> service.FleetRead:
     """``service.read_fleet``, printing the fleet's warnings on standard error."""
+    from lxdgpu_reconcile import service
+
     read = service.read_fleet(fleet_path, certs=certs)
     for warning in read.warnings:
         err_console.print(str(warning), markup=False, soft_wrap=True)
@@ -58,6 +73,8 @@ def read_fleet(fleet_path: Path, *, certs: bool) -> service.FleetRead:
 def load(fleet_path: Path, lab: Path | None) -> service.Loaded:
     """The fleet as a command that connects to its hosts needs it (``service.load``), printing
     the fleet's warnings on standard error before any later problem is raised."""
+    from lxdgpu_reconcile import service
+
     return service.locate(read_fleet(fleet_path, certs=lab is None), lab)
 
 
@@ -95,22 +112,30 @@ def perform(
     *,
     timeout: float,
     request: service.PlanRequest | None = None,
+    parallel: int = DEFAULT_PARALLEL,
 ) -> NoReturn:
     """Apply ``p`` with progress on standard error, print the outcome, exit 0 or 1.
 
     ``request``: the options this run was given; its ``--adopt`` and ``--prune`` are all the
-    executor may adopt or delete, whatever ``p`` says."""
+    executor may adopt or delete, whatever ``p`` says. ``parallel``: actions at once per host.
+    Progress is a live view per host on a terminal, plain lines otherwise."""
+    from contextlib import nullcontext
+
     from rich.text import Text
 
-    from lxdgpu_reconcile.report import apply_text
+    from lxdgpu_reconcile import service
+    from lxdgpu_reconcile.report import apply_live, apply_text
 
-    report = service.apply(
-        loaded,
-        p,
-        timeout=timeout,
-        progress=apply_text.progress_printer(err_console),
-        request=request,
-    )
+    live = apply_live.LiveProgress(err_console, p) if err_console.is_terminal else None
+    with live or nullcontext():
+        report = service.apply(
+            loaded,
+            p,
+            timeout=timeout,
+            progress=live or apply_text.progress_printer(err_console),
+            request=request,
+            parallel=parallel,
+        )
     out.print(Text())
     for line in apply_text.lines(p, report):
         out.print(line)

@@ -13,8 +13,7 @@ from typing import Annotated
 
 import typer
 
-from lxdgpu_reconcile import lab as labs
-from lxdgpu_reconcile import service
+from lxdgpu_reconcile.cli import defaults
 from lxdgpu_reconcile.cli.app import app
 from lxdgpu_reconcile.cli.common import FleetOpt, err_console, out, read_fleet
 
@@ -48,12 +47,14 @@ def _say(message: str) -> None:
 @lab_app.command("up")
 def up(
     fleet: FleetOpt = Path("fleet.yaml"),
-    lab_dir: DirOpt = labs.DEFAULT_LAB_DIR,
+    lab_dir: DirOpt = defaults.LAB_DIR,
 ) -> None:
     """Start one LXD daemon per host of the fleet on this machine (root; reuses a running lab).
 
     Example: [bold]lxdgpu-reconcile lab up -f fleet.yaml --dir /var/tmp/lab[/bold]
     """
+    from lxdgpu_reconcile import lab as labs
+
     loaded = read_fleet(fleet, certs=False).fleet
     state = labs.lab_up(loaded, lab_dir, progress=_say)
     for name, host in state.hosts.items():
@@ -68,22 +69,26 @@ def up(
 
 
 @lab_app.command("down")
-def down(lab_dir: DirOpt = labs.DEFAULT_LAB_DIR) -> None:
+def down(lab_dir: DirOpt = defaults.LAB_DIR) -> None:
     """Stop the lab's daemons and remove what the lab made and no other lab still uses.
 
     Example: [bold]lxdgpu-reconcile lab down --dir /var/tmp/lab[/bold]
     """
+    from lxdgpu_reconcile import lab as labs
+
     labs.lab_down(lab_dir, progress=_say)
 
 
 @lab_app.command("env")
 def env(
     host: Annotated[str, typer.Argument(help="A host of the fleet, e.g. server01.")],
-    lab_dir: DirOpt = labs.DEFAULT_LAB_DIR,
+    lab_dir: DirOpt = defaults.LAB_DIR,
 ) -> None:
     """Print the shell lines that point plain `lxc` at HOST's lab daemon.
 
     Example: [bold]eval "$(lxdgpu-reconcile lab env server01)"; lxc list[/bold]
     """
+    from lxdgpu_reconcile import service
+
     text = service.lab_env(lab_dir, host)
     typer.echo(text, nl=False)

@@ -8,20 +8,32 @@ that ``reconcile`` holds while they write.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from lxdgpu_reconcile import service
 from lxdgpu_reconcile.cli import saved as saved_plans
 from lxdgpu_reconcile.cli.app import app
-from lxdgpu_reconcile.cli.common import FleetOpt, LabOpt, NotApplied, load, out, perform, show_plan
+from lxdgpu_reconcile.cli.common import (
+    DEFAULT_PARALLEL,
+    FleetOpt,
+    LabOpt,
+    NotApplied,
+    ParallelOpt,
+    load,
+    out,
+    perform,
+    read_fleet,
+    show_plan,
+)
 from lxdgpu_reconcile.cli.locking import LockFileOpt, LockWaitOpt, held
-from lxdgpu_reconcile.planning import model as plans
-from lxdgpu_reconcile.report import plan_json, plan_markdown, plan_text
+
+if TYPE_CHECKING:
+    from lxdgpu_reconcile import service
 
 
 class PlanFormat(StrEnum):
@@ -72,6 +84,15 @@ UnmanagedOpt = Annotated[
         "the change reaches them too. Without it such profile writes are pending.",
     ),
 ]
+ForceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--force",
+        help="Stop this container even while processes use its GPUs (repeatable; a container "
+        "name). Without it a restart, move or delete that stops a busy container fails.",
+        show_default=False,
+    ),
+]
 TimeoutOpt = Annotated[
     float,
     typer.Option(help="Seconds each host gets to answer, and each LXD operation to end.", min=1),
@@ -85,6 +106,8 @@ def _request(
     allow_restart: bool,
     touch_unmanaged: bool = False,
 ) -> service.PlanRequest:
+    from lxdgpu_reconcile import service
+
     return service.PlanRequest(
         targets=tuple(target or ()),
         prune=prune,
@@ -126,19 +149,37 @@ def plan(
         ),
     ] = False,
     timeout: TimeoutOpt = 30.0,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            help="Plan against this snapshot file (`status --snapshot-out`) instead of the live "
+            "hosts: no host is contacted, no certificate is needed (docs/performance.md).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Show what apply would change on every host, and why. Changes nothing.
 
     Example: [bold]lxdgpu-reconcile plan -f fleet.yaml --target tom[/bold]
 
+    Example: [bold]lxdgpu-reconcile plan -f fleet.yaml --state snap.json --format markdown[/bold]
+
     Example: [bold]lxdgpu-reconcile plan -f fleet.yaml --out plan.json --format markdown[/bold]
     """
-    digest = service.fleet_digest(fleet) if out_file is not None else ""
-    loaded = load(fleet, lab)
+    from lxdgpu_reconcile import service
+    from lxdgpu_reconcile.planning import model as plans
+    from lxdgpu_reconcile.report import plan_json, plan_markdown, plan_text
+
     request = _request(target, prune, adopt, allow_restart, touch_unmanaged)
-    planned = service.plan(loaded, request, timeout=timeout)
+    if state is not None:
+        planned = _plan_offline(fleet, lab, state, request, saving=out_file is not None)
+    else:
+        digest = service.fleet_digest(fleet) if out_file is not None else ""
+        loaded = load(fleet, lab)
+        planned = service.plan(loaded, request, timeout=timeout)
     p = planned.plan
-    if out_file is not None:
+    if out_file is not None and state is None:
         saved_plans.write(out_file, planned, fleet_path=fleet, digest=digest, lab=lab)
     if output is PlanFormat.json:
         sys.stdout.write(plan_json.render(p))
@@ -147,6 +188,25 @@ def plan(
     else:
         out.print(plan_text.render(p))
     raise typer.Exit(plans.exit_code(p, detailed=detailed_exitcode))
+
+
+def _plan_offline(
+    fleet: Path, lab: Path | None, state: Path, request: service.PlanRequest, *, saving: bool
+) -> service.Planned:
+    """``plan --state FILE``: the plan against the snapshot in ``FILE``; no host is contacted."""
+    from lxdgpu_reconcile import service
+    from lxdgpu_reconcile.errors import ToolError
+    from lxdgpu_reconcile.observe import snapshot_file
+
+    if saving:
+        raise ToolError(
+            "--out with --state: a saved plan is applied to the live hosts, so it is made from "
+            "them, not from a snapshot file",
+            "plan against the hosts to save a plan (`plan --out FILE` without --state)",
+        )
+    saved = snapshot_file.read(state)
+    loaded = service.locate_offline(read_fleet(fleet, certs=False), lab)
+    return service.plan(loaded, request, timeout=0, snapshot=saved)
 
 
 @app.command()
@@ -176,9 +236,12 @@ def apply(
     adopt: AdoptOpt = None,
     allow_restart: RestartOpt = False,
     touch_unmanaged: UnmanagedOpt = False,
+    force: ForceOpt = None,
     timeout: TimeoutOpt = 120.0,
     lock_file: LockFileOpt = None,
     lock_wait: LockWaitOpt = 60.0,
+    parallel: ParallelOpt = DEFAULT_PARALLEL,
+    state: Annotated[Path | None, typer.Option("--state", hidden=True)] = None,
 ) -> None:
     """Plan, show the plan, ask, then make every host match the fleet file.
 
@@ -193,6 +256,17 @@ def apply(
 
     Example: [bold]lxdgpu-reconcile apply plan.json[/bold]
     """
+    if state is not None:
+        raise NotApplied(
+            "--state: apply changes the live hosts, so it plans against them, never against a "
+            "snapshot file",
+            "run apply without --state (`plan --state FILE` shows a plan from a snapshot)",
+        )
+    if plan_file is not None and force:
+        raise NotApplied(
+            "--force: a saved plan is applied as it was made; to stop a container whose GPUs "
+            "are busy, apply from the fleet file: `lxdgpu-reconcile apply --force NAME`"
+        )
     if plan_file is not None:
         fixed = [
             name
@@ -217,14 +291,19 @@ def apply(
             timeout=timeout,
             lock_file=lock_file,
             lock_wait=lock_wait,
+            parallel=parallel,
         )
     with held(lock_file, lock_wait, "apply", required=False):
         _apply_fresh(
             fleet or Path("fleet.yaml"),
             lab,
             yes=yes,
-            request=_request(target, prune, adopt, allow_restart, touch_unmanaged),
+            request=dataclasses.replace(
+                _request(target, prune, adopt, allow_restart, touch_unmanaged),
+                force=tuple(force or ()),
+            ),
             timeout=timeout,
+            parallel=parallel,
         )
 
 
@@ -235,8 +314,11 @@ def _apply_fresh(
     yes: bool,
     request: service.PlanRequest,
     timeout: float,
+    parallel: int = DEFAULT_PARALLEL,
 ) -> NoReturn:
     loaded = load(fleet, lab)
+    from lxdgpu_reconcile import service
+
     p = service.plan(loaded, request, timeout=min(timeout, 30.0)).plan
     show_plan(p, if_errors="fix the errors above, then apply again.")
     if not yes:
@@ -244,4 +326,4 @@ def _apply_fresh(
             raise NotApplied("Not applied: no terminal to ask on; run with --yes to apply.")
         if not typer.confirm("Apply these changes?", default=False, err=True):
             raise NotApplied("Not applied.")
-    perform(p, loaded, timeout=timeout, request=request)
+    perform(p, loaded, timeout=timeout, request=request, parallel=parallel)

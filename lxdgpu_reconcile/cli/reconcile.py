@@ -14,21 +14,31 @@ import datetime
 import sys
 import uuid
 from pathlib import Path
-from typing import Annotated
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lxdgpu_reconcile import __version__, service
+from lxdgpu_reconcile import __version__
 from lxdgpu_reconcile import fileio as files
 from lxdgpu_reconcile.cli.app import app, report_error
 from lxdgpu_reconcile.cli.common import FleetOpt, LabOpt, err_console, load, out
 from lxdgpu_reconcile.cli.locking import LockFileOpt, LockWaitOpt
 from lxdgpu_reconcile.errors import ToolError
-from lxdgpu_reconcile.reconcile import cycle as cycles
 from lxdgpu_reconcile.reconcile import lock as locks
-from lxdgpu_reconcile.reconcile import policy as policies
-from lxdgpu_reconcile.reconcile.outcome import Result, Run, result_of
-from lxdgpu_reconcile.report import apply_text, metrics, reconcile_log, reconcile_text
+
+if TYPE_CHECKING:
+    from lxdgpu_reconcile.reconcile.outcome import Run
+
+
+def __getattr__(name: str) -> ModuleType:
+    """``cycles`` (``reconcile.cycle``), imported on first use: it brings the executor and LXD's
+    client, which the other commands and ``--help`` do not need."""
+    if name == "cycles":
+        from lxdgpu_reconcile.reconcile import cycle
+
+        return cycle
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @app.command()
@@ -77,6 +87,8 @@ def reconcile(
 
     Example: [bold]lxdgpu-reconcile reconcile -f /srv/fleet/fleet.yaml --quiet[/bold]
     """
+    from lxdgpu_reconcile.reconcile.outcome import Result, Run
+
     started = datetime.datetime.now(datetime.UTC)
     run_id = uuid.uuid4().hex[:12]
     base = {"id": run_id, "started": started, "fleet": str(fleet), "version": __version__}
@@ -112,6 +124,11 @@ def _run(
     show_progress: bool,
 ) -> Run:
     """One run while the lock is held. Never raises for a domain problem: the run records it."""
+    from lxdgpu_reconcile import service
+    from lxdgpu_reconcile.reconcile import cycle as cycles
+    from lxdgpu_reconcile.reconcile import policy as policies
+    from lxdgpu_reconcile.reconcile.outcome import Result, Run, result_of
+    from lxdgpu_reconcile.report import apply_text
 
     def stopped(message: str, **more: object) -> Run:
         return Run.model_validate(
@@ -160,6 +177,8 @@ def _run(
 
 def _failed_run(base: dict[str, object], exc: Exception) -> Run:
     """The record of a run that stopped on an error that is not the admin's to fix."""
+    from lxdgpu_reconcile.reconcile.outcome import Result, Run
+
     return Run.model_validate(
         {
             **base,
@@ -192,6 +211,8 @@ def _previous_metrics(metrics_file: Path) -> str:
 def _finish(run: Run, *, log_file: Path | None, metrics_file: Path | None, quiet: bool) -> None:
     """Report ``run``: log lines, metrics, then the summary (on standard error when quiet and
     something went wrong, on standard output otherwise)."""
+    from lxdgpu_reconcile.report import metrics, reconcile_log, reconcile_text
+
     problems = []
     if log_file is not None:
         try:

@@ -13,13 +13,15 @@ docs/gitops.md. Prints, and writes the plan file; other I/O goes through ``servi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from lxdgpu_reconcile import fileio as files
-from lxdgpu_reconcile import service
-from lxdgpu_reconcile.cli.common import err_console, load, perform, show_plan
+from lxdgpu_reconcile.cli.common import DEFAULT_PARALLEL, err_console, load, perform, show_plan
 from lxdgpu_reconcile.cli.locking import held
 from lxdgpu_reconcile.errors import ToolError
+
+if TYPE_CHECKING:
+    from lxdgpu_reconcile import service
 
 
 def write(
@@ -35,6 +37,8 @@ def write(
     Refuses (``ToolError``) when the fleet file changed while the plan was being made, or when
     ``out_file`` cannot be written.
     """
+    from lxdgpu_reconcile import service
+
     text = service.saved_plan(planned, fleet_path=fleet_path, digest=digest, lab=lab)
     try:
         files.write_atomic(out_file, text)
@@ -58,12 +62,16 @@ def apply_saved(
     timeout: float,
     lock_file: Path | None,
     lock_wait: float,
+    parallel: int = DEFAULT_PARALLEL,
 ) -> NoReturn:
     """``apply PLANFILE``: check, plan again and compare, then apply the plan made now (equal
     to the saved one) with the saved plan's options; exits."""
+    from lxdgpu_reconcile import service
+
     opened = service.open_saved(plan_file, fleet=fleet, lab=lab)
     loaded = load(opened.fleet_path, opened.lab)
     with held(lock_file, lock_wait, "apply", required=False):
         planned = service.check_saved(opened, loaded, timeout=min(timeout, 30.0))
         show_plan(planned.plan, if_errors="the plan has errors; fix them and plan again.")
-        perform(planned.plan, loaded, timeout=timeout, request=service.saved_request(opened.saved))
+        request = service.saved_request(opened.saved)
+        perform(planned.plan, loaded, timeout=timeout, request=request, parallel=parallel)

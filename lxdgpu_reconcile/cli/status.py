@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from lxdgpu_reconcile.cli.app import app
 from lxdgpu_reconcile.cli.common import FleetOpt, LabOpt, echo_json, err_console, load, out
-from lxdgpu_reconcile.observe.reading import observe_fleet
-from lxdgpu_reconcile.report.status import status_json, status_table
+
+if TYPE_CHECKING:
+    from lxdgpu_reconcile.fleet.models import Fleet
+    from lxdgpu_reconcile.state import FleetSnapshot
 
 
 class StatusFormat(StrEnum):
@@ -39,6 +42,15 @@ def status(
         float,
         typer.Option(help="Seconds each host gets to answer.", min=0.1),
     ] = 30.0,
+    snapshot_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--snapshot-out",
+            help="Also save what was read as a snapshot file, for `plan --state FILE` "
+            "(docs/performance.md).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Show every host and every container of the fleet, read live. Changes nothing.
 
@@ -51,8 +63,15 @@ def status(
 
     Example: [bold]lxdgpu-reconcile status -f fleet.yaml --format json | jq '.containers[]'[/bold]
     """
+    from lxdgpu_reconcile.report.status import status_json, status_table
+
     spec = load(fleet, lab).fleet
-    snapshot = observe_fleet(spec, timeout=timeout)
+    snapshot = observe_fleet(spec, timeout=timeout, addresses=True)
+    if snapshot_out is not None:
+        from lxdgpu_reconcile import service
+        from lxdgpu_reconcile.observe import snapshot_file
+
+        snapshot_file.write(snapshot_out, service.snapshot_text(snapshot))
     if output is None:
         output = StatusFormat.table if sys.stdout.isatty() else StatusFormat.json
     if output is StatusFormat.json:
@@ -68,3 +87,10 @@ def status(
             soft_wrap=True,
         )
         raise typer.Exit(1)
+
+
+def observe_fleet(spec: Fleet, *, timeout: float, addresses: bool) -> FleetSnapshot:
+    """``observe.reading.observe_fleet``, imported when ``status`` runs (it brings LXD's client)."""
+    from lxdgpu_reconcile.observe.reading import observe_fleet as observe
+
+    return observe(spec, timeout=timeout, addresses=addresses)

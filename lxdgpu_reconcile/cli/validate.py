@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,8 +16,9 @@ from lxdgpu_reconcile.cli.common import (
     err_console,
     out,
 )
-from lxdgpu_reconcile.fleet.loading import load_fleet
-from lxdgpu_reconcile.fleet.models import Fleet
+
+if TYPE_CHECKING:
+    from lxdgpu_reconcile.fleet.models import Fleet
 
 
 class ProblemFormat(StrEnum):
@@ -52,6 +53,8 @@ def validate(
 
     Example: [bold]lxdgpu-reconcile validate -f fleet.yaml --lab /var/tmp/lab[/bold]
     """
+    from lxdgpu_reconcile.fleet.loading import load_fleet
+
     result = load_fleet(fleet)
     problems = result.reported(certs=lab is None and not skip_certs)
     errors = [p for p in problems if p.severity == "error"]
@@ -93,4 +96,6 @@ def schema() -> None:
 
     Example: [bold]lxdgpu-reconcile schema > fleet.schema.json[/bold]
     """
+    from lxdgpu_reconcile.fleet.models import Fleet
+
     echo_json(Fleet.model_json_schema(mode="validation"))

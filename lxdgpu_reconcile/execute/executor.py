@@ -2,11 +2,14 @@
 
 Does I/O, through the ``observe.lxdapi.LxdApi`` connections that ``connect`` opens (pylxd clients
 of the fleet's hosts unless told otherwise). Apply executes the plan and nothing else: it never
-plans. Hosts run in parallel, one thread and one connection per host; each host's actions run in
-plan order. An action runs only when everything it depends on succeeded; pending actions, and
-every action of a host the plan marks not applyable, are reported, never performed. An action
-whose dependencies can never finish (waiting on each other) is skipped before anything runs, and
-one on an action that is not in the plan is skipped, so no host waits forever.
+plans. Hosts run in parallel, one thread per host; within a host up to ``parallel`` actions run at
+once, each with a connection of its own (``execute.lanes``), in plan order as far as
+``execute.ordering`` allows: the steps of one object, and what depends on what, keep their order;
+with ``parallel=1`` a host's actions run one after another. An action runs only when everything
+it depends on succeeded; pending actions, and every action of a host the plan marks not
+applyable, are reported, never performed. An action whose dependencies can never finish (waiting
+on each other) is skipped before anything runs, and one on an action that is not in the plan is
+skipped, so no host waits forever.
 
 Before an update or a delete the object is read again. If it no longer is what the plan saw (its
 fingerprint, ``planning.fingerprint``, differs) or has lost its ownership tag, nothing is
@@ -33,7 +36,10 @@ from typing import Any
 from lxdgpu_reconcile.execute import (
     images,
     invariants,
+    lanes,
     lxdops,
+    moves,
+    ordering,
     release,
     requests,
     template_actions,
@@ -51,6 +57,8 @@ from lxdgpu_reconcile.state import HostErrorKind
 from lxdgpu_reconcile.templates import recipe
 
 Progress = Callable[[Event], None]
+#: Actions performed at once on one host (``apply --parallel``): see ``execute.ordering``.
+DEFAULT_PARALLEL = ordering.DEFAULT_WIDTH
 
 
 def apply_plan(
@@ -63,9 +71,11 @@ def apply_plan(
     connect: Connect | None = None,
     step_timeout: float = images.DEFAULT_STEP_TIMEOUT,
     authority: Authority = Authority(),
+    parallel: int = DEFAULT_PARALLEL,
 ) -> ApplyReport:
     """Perform ``plan`` on the hosts of ``fleet``; ``timeout`` bounds each LXD operation,
-    ``step_timeout`` each step of a template build.
+    ``step_timeout`` each step of a template build; up to ``parallel`` actions run at once on
+    each host (1: one after another, in plan order).
 
     ``authority`` is what this run was given (``--adopt``, ``--prune``): the plan's own options
     and ``adopt`` flags never widen it. Default: no adopt, no delete (but of build containers).
@@ -80,9 +90,11 @@ def apply_plan(
     hosts = [host for host in plan.hosts if host.actions]
     if not hosts:
         return ApplyReport()
+    width = max(1, parallel)
     run = _Run(
         fleet=fleet,
-        actions={action.id: action for host in hosts for action in host.actions},
+        hosts=hosts,
+        width=width,
         timeout=timeout,
         notify=progress or (lambda event: None),
         template_files=template_files or {},
@@ -90,11 +102,12 @@ def apply_plan(
         step_timeout=step_timeout,
         authority=authority,
     )
-    for action_id in _never_ready(hosts):
+    for action_id in sorted(_never_ready(hosts, width), key=run.index.__getitem__):
         message = "not run: it waits, through its dependencies, on itself; plan again"
         run.publish(
             run.actions[action_id], _result(run.actions[action_id], Outcome.SKIPPED, message)
         )
+    run.seed()
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
         futures = [pool.submit(run.host, h) for h in hosts]
         for future in futures:
@@ -111,14 +124,16 @@ def _pylxd_connect(fleet: Fleet, timeout: float) -> Connect:
 
 
 class _Run:
-    """One apply: what every host thread shares. Results are published under a condition so
-    that an action can wait for one on another host (a template copy waits for its build)."""
+    """One apply: what every host thread and worker shares. Results are published under a
+    condition; publishing one makes ready what waited only for it (``ordering.waits``), on its
+    host's lane or another's (a template copy waits for its build on another host)."""
 
     def __init__(
         self,
         *,
         fleet: Fleet,
-        actions: Mapping[str, plans.Action],
+        hosts: Sequence[plans.HostPlan],
+        width: int,
         timeout: float,
         notify: Progress,
         template_files: Mapping[str, Mapping[str, bytes]],
@@ -130,18 +145,62 @@ class _Run:
         self.authority = authority
         self.step_timeout = step_timeout
         self.connect = connect
-        self.actions = actions
+        self.actions = {action.id: action for host in hosts for action in host.actions}
+        self.index = {action_id: index for index, action_id in enumerate(self.actions)}
+        self.width = width
         self.timeout = timeout
-        self.notify = notify
+        self._notify = notify
+        self._notifying = threading.Lock()
         self.template_files = template_files
         self.results: dict[str, ActionResult] = {}
         self._published = threading.Condition()
+        self.lanes = {host.host: lanes.Lane(host, self.open) for host in hosts}
+        after, every = ordering.waits(hosts, width)
+        #: What each action still waits for: earlier actions of its host, and dependencies.
+        self._after = {key: {d for d in deps if d in self.actions} for key, deps in after.items()}
+        self._deps = {key: {d for d in deps if d in self.actions} for key, deps in every.items()}
+        self._followers: dict[str, list[str]] = {}
+        for action_id, deps in every.items():
+            for dep in deps:
+                self._followers.setdefault(dep, []).append(action_id)
+
+    def notify(self, event: Event) -> None:
+        """Tell the progress callback, one event at a time."""
+        with self._notifying:
+            self._notify(event)
 
     def publish(self, action: plans.Action, result: ActionResult) -> None:
         with self._published:
+            if action.id in self.results:
+                return
             self.results[action.id] = result
+            self.lanes[action.host].left -= 1
+            for follower in self._followers.get(action.id, ()):
+                self._after[follower].discard(action.id)
+                self._deps[follower].discard(action.id)
+                self._promote(follower)
             self._published.notify_all()
         self.notify(Event(action, result))
+
+    def seed(self) -> None:
+        """Hand out every action that waits for nothing."""
+        with self._published:
+            for action_id in self.actions:
+                self._promote(action_id)
+            self._published.notify_all()
+
+    def _promote(self, action_id: str) -> None:
+        """Queue ``action_id`` on its lane once it may start (under the condition): instant
+        when it will not run (pending, host silent, a dependency failed)."""
+        if action_id in self.results or self._after[action_id]:
+            return
+        action = self.actions[action_id]
+        lane = self.lanes[action.host]
+        if action.pending is not None or not lane.host.applyable or lane.silent is not None:
+            lane.push(self.index[action_id], action_id, instant=True)
+        elif not self._deps[action_id]:
+            blocked = any(self.outcome_of(d) is not Outcome.DONE for d in action.depends_on)
+            lane.push(self.index[action_id], action_id, instant=blocked)
 
     def outcome_of(self, action_id: str) -> Outcome:
         """The outcome of ``action_id``, waiting for it when it runs on another host (never for one
@@ -153,51 +212,96 @@ class _Run:
             return self.results[action_id].outcome
 
     def host(self, host: plans.HostPlan) -> None:
-        """Perform ``host``'s actions in order. Every action gets a result, whatever happens, so
-        that no other host waits for one forever."""
+        """Perform ``host``'s actions. Every action gets a result, whatever happens, so that no
+        other host waits for one forever."""
         try:
-            self._host(host)
+            self._host(self.lanes[host.host])
         finally:
             for action in host.actions:
                 if action.id not in self.results:
                     message = "not run: the apply of this host stopped early"
                     self.publish(action, _result(action, Outcome.SKIPPED, message))
 
-    def _host(self, host: plans.HostPlan) -> None:
-        client: LxdApi | None = None
-        #: Set once a request to the host got no answer: its remaining actions are skipped.
-        silent: str | None = None
+    def _host(self, lane: lanes.Lane) -> None:
+        """Hand out the lane's actions as they become ready: an instant result here, a run to a
+        worker (at most ``width`` at once); raises what a worker raised unexpectedly."""
+        name = f"apply-{lane.host.host}"
         try:
-            for action in host.actions:
-                if action.id in self.results:
-                    continue
-                if action.pending is not None or not host.applyable:
-                    reason = action.pending or "held back: the plan has errors for this host"
-                    self.publish(action, _result(action, Outcome.PENDING, reason))
-                    continue
-                if silent is not None:
-                    self.publish(action, _not_answering(action, silent))
-                    continue
-                blocked = [d for d in action.depends_on if self.outcome_of(d) is not Outcome.DONE]
-                if blocked:
-                    message = f"not run: {blocked[0]} did not succeed"
-                    self.publish(action, _result(action, Outcome.SKIPPED, message))
-                    continue
-                self.notify(Event(action))
-                started = time.monotonic()
-                try:
-                    if client is None:
-                        client = self.open(host.host)
-                    message = self.perform(client, action)
-                    outcome, hint = Outcome.DONE, ""
-                except (lxdops.LxdError, connecting.HostConnectError) as exc:
-                    outcome, message, hint = Outcome.FAILED, exc.message, exc.hint
-                    silent = action.id if _unanswered(exc) else None
-                seconds = time.monotonic() - started
-                self.publish(action, _result(action, outcome, message, hint=hint, seconds=seconds))
+            with ThreadPoolExecutor(max_workers=self.width, thread_name_prefix=name) as workers:
+                while True:
+                    with self._published:
+                        self._published.wait_for(lambda: lane.stirs(self.width))
+                        if lane.error is not None or not lane.left:
+                            break
+                        picked = lane.pop(width=self.width)
+                        if picked is None:
+                            continue
+                        action = self.actions[picked[0]]
+                        run = not picked[1] and lane.silent is None
+                        if run:
+                            lane.running += 1
+                        result = None if run else self._settled(action, lane)
+                    if result is None:
+                        workers.submit(self._work, lane, action)
+                    else:
+                        self.publish(action, result)
+        finally:
+            lane.close()
+        if lane.error is not None:
+            raise lane.error
+
+    def _settled(self, action: plans.Action, lane: lanes.Lane) -> ActionResult:
+        """The result of an action that does not run (under the condition)."""
+        if action.pending is not None or not lane.host.applyable:
+            reason = action.pending or "held back: the plan has errors for this host"
+            return _result(action, Outcome.PENDING, reason)
+        if lane.silent is not None:
+            return _not_answering(action, lane.silent)
+        blocked = [d for d in action.depends_on if self.outcome_of(d) is not Outcome.DONE]
+        return _result(action, Outcome.SKIPPED, f"not run: {blocked[0]} did not succeed")
+
+    def _work(self, lane: lanes.Lane, action: plans.Action) -> None:
+        """Run ``action`` in a worker of its lane and publish its result."""
+        try:
+            self.publish(action, self._perform_on(lane, action))
+        except BaseException as exc:  # a bug: the lane stops, the executor raises it
+            with self._published:
+                lane.error = lane.error or exc
+        finally:
+            with self._published:
+                lane.running -= 1
+                self._published.notify_all()
+
+    def _perform_on(self, lane: lanes.Lane, action: plans.Action) -> ActionResult:
+        if lane.silent is not None:
+            return _not_answering(action, lane.silent)
+        self.notify(Event(action))
+        started = time.monotonic()
+        client: LxdApi | None = None
+        try:
+            client = lane.acquire()
+            message = self.perform(client, action)
+            outcome, hint = Outcome.DONE, ""
+        except lanes.Silenced as exc:
+            return _not_answering(action, exc.failed)
+        except (lxdops.LxdError, connecting.HostConnectError) as exc:
+            outcome, message, hint = Outcome.FAILED, exc.message, exc.hint
+            if _unanswered(exc):
+                self._silence(lane, action.id)
         finally:
             if client is not None:
-                client.close()
+                lane.release(client)
+        seconds = time.monotonic() - started
+        return _result(action, outcome, message, hint=hint, seconds=seconds)
+
+    def _silence(self, lane: lanes.Lane, failed: str) -> None:
+        """``failed`` got no answer: what of the lane has not started is skipped."""
+        with self._published:
+            if lane.silent is None:
+                lane.silent = failed
+                for action in lane.host.actions:
+                    self._promote(action.id)
+                self._published.notify_all()
 
     def open(self, host: str) -> LxdApi:
         return self.connect(host)
@@ -211,6 +315,16 @@ class _Run:
             return self.copy(client, body)
         if isinstance(body, plans.AliasTemplateBody):
             return template_actions.alias(client, body)
+        if isinstance(body, plans.MoveInstanceBody):
+            return moves.move(
+                client,
+                action,
+                body,
+                open_host=self.open,
+                fleet=self.fleet,
+                authority=self.authority,
+                timeout=self.timeout,
+            )
         owner = self.actions.get(action.part_of or "")
         rules = _Rules(self.fleet, self.authority)
         return _perform(client, action, self.timeout, owner=owner, rules=rules)
@@ -275,23 +389,10 @@ def _not_answering(action: plans.Action, failed: str) -> ActionResult:
     )
 
 
-def _never_ready(hosts: Sequence[plans.HostPlan]) -> set[str]:
-    """Actions that would wait forever: each host runs its actions in order, and an action waits
-    for its ``depends_on``; what is left once everything that can become ready has is in (or
-    behind) a cycle. A dependency that is not in the plan counts as ready (it is skipped)."""
-    waits: dict[str, set[str]] = {}
-    for host in hosts:
-        previous: set[str] = set()
-        for action in host.actions:
-            waits[action.id] = previous | (set() if action.pending else set(action.depends_on))
-            previous = {action.id}
-    ready = {dep for deps in waits.values() for dep in deps if dep not in waits}
-    grew = True
-    while grew:
-        now = {action_id for action_id, deps in waits.items() if deps <= ready}
-        grew = not now <= ready
-        ready |= now
-    return set(waits) - ready
+def _never_ready(hosts: Sequence[plans.HostPlan], width: int = 1) -> set[str]:
+    """Actions that would wait forever (``ordering.never_ready``): with ``width`` 1 each host
+    runs its actions in order; an action also waits for its ``depends_on``."""
+    return ordering.never_ready(ordering.waits(hosts, width)[1])
 
 
 @dataclass(frozen=True)
@@ -354,8 +455,13 @@ def _perform(
         want = "Running" if kind is plans.ActionKind.START else "Stopped"
         if current.get("status") == want:
             return f"already {want.lower()}"
+        gpus = ""
+        if kind is plans.ActionKind.STOP:  # GPUs busy: refused unless --force; unknown: said
+            gpus = moves.guard(client, name, rules.authority)
         lxdops.set_state(client, name, kind.value, timeout=timeout)
-        return "started" if kind is plans.ActionKind.START else "stopped"
+        if kind is plans.ActionKind.START:
+            return "started"
+        return "stopped" if gpus in ("", moves.GPUS_IDLE) else f"stopped ({gpus})"
     if kind is plans.ActionKind.DELETE:
         current, etag = _read_unchanged(client, action, collection, rules)
         if collection == "instances":

@@ -16,7 +16,10 @@ the fleet file (``fleet.safety``):
 - no body with a key or device ``validate`` refuses: ``security.privileged`` and the ``raw.*``
   keys unless the fleet's profile of that name has ``allow_unsafe``; a disk whose host source
   is relative, has ``..`` or exposes the host's own files (on a lab site, below the lab's root);
-  no container given a profile the fleet file does not know.
+  no container given a profile the fleet file does not know; a moved container's ``raw.idmap``
+  only the one the fleet file gives its user;
+- no move (``execute.moves``) but of the fleet's user's own tagged container, to the host and
+  name the fleet file gives that user now; the source it leaves is deleted only with ``--prune``.
 
 A refusal raises ``NotAllowed`` (an ``LxdError``): the action fails with what was refused and
 what to do, nothing is written, and the actions that depend on it are skipped.
@@ -58,6 +61,8 @@ class Authority:
     adopt: bool | tuple[str, ...] = False
     prune: bool = False
     host_root: str = ""
+    #: Containers named with ``--force``: stopped even when their GPUs are busy.
+    force: tuple[str, ...] = ()
 
 
 #: The one key of a container's own config that maps host ids into it: only the fleet's mapping.
@@ -138,7 +143,10 @@ def check_body(
     leaves as it is: writing back a key, device or profile the object already has grants
     nothing (e.g. a running container's at-start keys, kept until a restart is allowed)."""
     body = action.body
-    if not isinstance(body, plans.CreateInstanceBody | plans.InstanceBody | plans.ProfileBody):
+    if not isinstance(
+        body,
+        plans.CreateInstanceBody | plans.InstanceBody | plans.ProfileBody | plans.MoveInstanceBody,
+    ):
         return
     live_config = (current or {}).get("config") or {}
     live_devices = (current or {}).get("devices") or {}

@@ -102,6 +102,16 @@ class LxdApi(Protocol):
         """A one-time download secret for a private image: its operation id and the secret."""
         ...
 
+    def migrate_source(self, name: str, *, what: str = "") -> tuple[str, Json]:
+        """``POST /1.0/instances/NAME {"migration": true, "live": false, "instance_only":
+        true}`` on a stopped instance: the id of the migration operation another host pulls
+        from, and its websocket secrets. Not waited on: it ends when the pull does."""
+        ...
+
+    def rename(self, name: str, new_name: str, *, timeout: float) -> None:
+        """``POST /1.0/instances/NAME {"name": NEW_NAME}`` (a stopped instance), waited on."""
+        ...
+
     def cancel_operation(self, op_id: str, *, what: str = "cancel operation") -> None:
         """``DELETE /1.0/operations/ID`` (status 400 or 404 when it already ended)."""
         ...
@@ -160,9 +170,7 @@ class PylxdApi:
         return info
 
     def resources(self, *, timeout: float | None = None) -> Json:
-        node = self.client.api.resources
-        answer = _call("read resources", node.get, **_timeout(timeout))
-        return dict(answer.json()["metadata"])
+        return dict(_read("read resources", self.client.api.resources, {}, timeout) or {})
 
     def list(
         self,
@@ -177,8 +185,7 @@ class PylxdApi:
         if filter is not None:
             params["filter"] = filter
         node = self.client.api[collection]
-        answer = _call(what or f"list {collection}", node.get, params=params, **_timeout(timeout))
-        return list(answer.json()["metadata"] or [])
+        return list(_read(what or f"list {collection}", node, params, timeout) or [])
 
     def get(self, collection: str, name: str, *, what: str = "") -> tuple[Json, str]:
         node = self.client.api[collection][_q(name)]
@@ -229,6 +236,18 @@ class PylxdApi:
             what or f"create a download secret for image {fingerprint}", node.post, json={}
         )
         return _operation_id(response), str(response.json()["metadata"]["metadata"]["secret"])
+
+    def migrate_source(self, name: str, *, what: str = "") -> tuple[str, Json]:
+        body = {"migration": True, "live": False, "instance_only": True}
+        node = self.client.api.instances[_q(name)]
+        response = _call(what or f"prepare the migration of {name}", node.post, json=body)
+        secrets = dict((response.json().get("metadata") or {}).get("metadata") or {})
+        return _operation_id(response), secrets
+
+    def rename(self, name: str, new_name: str, *, timeout: float) -> None:
+        what = f"rename instance {name} to {new_name}"
+        node = self.client.api.instances[_q(name)]
+        self._wait(_call(what, node.post, json={"name": new_name}), what, timeout)
 
     def cancel_operation(self, op_id: str, *, what: str = "cancel operation") -> None:
         _call(what, self.client.api.operations[op_id].delete)
@@ -336,16 +355,39 @@ def _call(what: str, func: Any, *args: Any, **kwargs: Any) -> requests.Response:
     try:
         response: requests.Response = func(*args, **kwargs)
     except lxd_exceptions.LXDAPIException as exc:
-        status = exc.response.status_code if exc.response is not None else None
-        message = str(exc)
-        if status == 412:
-            raise stale(what, message, cause=exc) from None
-        raise LxdError(
-            f"{what}: {message}", status=status, hint=explain(message), cause=exc
-        ) from None
+        raise _refused(what, exc) from None
     except requests.RequestException as exc:
         raise _unanswered(what, exc) from None
     return response
+
+
+def _read(what: str, node: Any, params: dict[str, Any], timeout: float | None) -> Any:
+    """``GET`` of a pylxd ``api`` node through its session: the ``metadata`` of a synchronous
+    answer, its body decoded once (pylxd's own ``get`` decodes it to check it, then the caller
+    would again). Failures become ``LxdError`` as in ``_call``; a body that is not JSON raises
+    ``ValueError`` (the readers report it as an unexpected answer)."""
+    if node._project is not None:
+        params = {**params, "project": node._project}
+    wait = node._timeout if timeout is None else timeout
+    try:
+        response = node.session.get(node._api_endpoint, params=params, timeout=wait)
+    except requests.RequestException as exc:
+        raise _unanswered(what, exc) from None
+    if response.status_code != 200:
+        raise _refused(what, lxd_exceptions.LXDAPIException(response))
+    data = response.json()  # not JSON: ValueError, as pylxd's ``get`` then ``json()`` raised
+    if not isinstance(data, dict) or data.get("type") != "sync":
+        raise _refused(what, lxd_exceptions.LXDAPIException(response))
+    return data.get("metadata")
+
+
+def _refused(what: str, exc: lxd_exceptions.LXDAPIException) -> LxdError:
+    """LXD's error answer ``exc`` as an ``LxdError`` (``StaleObject`` for a 412)."""
+    status = exc.response.status_code if exc.response is not None else None
+    message = str(exc)
+    if status == 412:
+        return stale(what, message, cause=exc)
+    return LxdError(f"{what}: {message}", status=status, hint=explain(message), cause=exc)
 
 
 def _unanswered(what: str, exc: requests.RequestException) -> LxdError:

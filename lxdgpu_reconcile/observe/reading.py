@@ -7,9 +7,12 @@ turn LXD's JSON (as the API returns it) into the frozen types of ``lxdgpu_reconc
 are tested without a daemon.
 
 An observation sends a fixed number of requests per host, whatever the number of objects on it:
-``GET /1.0`` (opening the client), then one recursive listing each of instances (recursion=2,
-which includes the state and addresses of running instances), profiles, images and storage pools,
-and ``GET /1.0/resources``.
+``GET /1.0`` (opening the client), then one recursive listing each of instances, profiles, images
+and storage pools, and ``GET /1.0/resources``. Instances are listed with recursion=1 (what
+planning needs); with ``addresses=True`` (``status``) with recursion=2, which adds the state and
+addresses of running instances and costs LXD a state collection per running instance (seconds for
+hundreds; one request is still cheaper than one ``/state`` request per instance, even in
+parallel: see docs/performance.md).
 
 A host that cannot be read is not an exception: its snapshot carries a ``HostError`` that says
 why and what to do, and the other hosts are observed all the same.
@@ -54,7 +57,7 @@ class RawHost:
 
     server: Json  # GET /1.0
     resources: Json = field(default_factory=dict)  # GET /1.0/resources
-    instances: Sequence[Json] = ()  # GET /1.0/instances?recursion=2
+    instances: Sequence[Json] = ()  # GET /1.0/instances?recursion=1 (2 for addresses)
     profiles: Sequence[Json] = ()  # GET /1.0/profiles?recursion=1
     images: Sequence[Json] = ()  # GET /1.0/images?recursion=1
     pools: Sequence[Json] = ()  # GET /1.0/storage-pools?recursion=1
@@ -69,11 +72,14 @@ def observe_fleet(
     timeout: float = 30.0,
     hosts: Iterable[str] | None = None,
     counter: connecting.RequestCounter | None = None,
+    addresses: bool = False,
 ) -> FleetSnapshot:
     """Observe ``hosts`` (default: every host of ``fleet``) concurrently.
 
-    Each host gets ``timeout`` seconds. Never raises for a host problem: that host's snapshot
-    carries the error. Raises ``ValueError`` for a host name that is not in the fleet.
+    ``addresses``: also read the addresses of running instances (``status``); without it,
+    ``InstanceObs.addresses`` is empty. Each host gets ``timeout`` seconds. Never raises for a
+    host problem: that host's snapshot carries the error. Raises ``ValueError`` for a host name
+    that is not in the fleet.
     """
     names = list(fleet.hosts) if hosts is None else list(dict.fromkeys(hosts))
     unknown = [name for name in names if name not in fleet.hosts]
@@ -87,7 +93,12 @@ def observe_fleet(
     try:
         futures = {
             name: pool.submit(
-                observe_host, name, fleet.hosts[name], timeout=timeout, counter=counter
+                observe_host,
+                name,
+                fleet.hosts[name],
+                timeout=timeout,
+                counter=counter,
+                addresses=addresses,
             )
             for name in names
         }
@@ -112,13 +123,20 @@ def observe_host(
     *,
     timeout: float,
     counter: connecting.RequestCounter | None = None,
+    addresses: bool = False,
 ) -> HostSnapshot:
-    """Observe one host within ``timeout`` seconds; a failure is reported in the snapshot."""
+    """Observe one host within ``timeout`` seconds; a failure is reported in the snapshot.
+
+    ``addresses``: as for ``observe_fleet``."""
     deadline = time.monotonic() + timeout
     try:
         client = connecting.connect(name, host, timeout=timeout, counter=counter)
         try:
-            raw = read_host(client, remaining=lambda: _remaining(name, host, deadline, timeout))
+            raw = read_host(
+                client,
+                remaining=lambda: _remaining(name, host, deadline, timeout),
+                addresses=addresses,
+            )
         finally:
             client.close()
         return host_snapshot(name, host.endpoint, raw)
@@ -133,10 +151,13 @@ def observe_host(
     return HostSnapshot(host=name, endpoint=host.endpoint, error=error.to_host_error())
 
 
-def read_host(client: LxdApi, *, remaining: Callable[[], float]) -> RawHost:
+def read_host(
+    client: LxdApi, *, remaining: Callable[[], float], addresses: bool = False
+) -> RawHost:
     """The raw state of the host behind ``client``: five requests, whatever it holds.
 
     ``remaining()`` gives the seconds left for the next request (and raises when none are).
+    ``addresses``: list instances with recursion=2 (their state, with addresses), else 1.
     """
 
     def listing(collection: str, recursion: int) -> list[Json]:
@@ -149,7 +170,7 @@ def read_host(client: LxdApi, *, remaining: Callable[[], float]) -> RawHost:
     return RawHost(
         server=server,
         resources=resources,
-        instances=listing("instances", 2),
+        instances=listing("instances", 2 if addresses else 1),
         profiles=listing("profiles", 1),
         images=listing("images", 1),
         pools=listing("storage-pools", 1),

@@ -64,6 +64,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_CUDA = "unknown-cuda"
     MISSING_BASE = "missing-base"
     TEMPLATE_FILES = "template-files"
+    MOVE_CONFLICT = "move-conflict"
 
 
 class PlanError(Frozen):

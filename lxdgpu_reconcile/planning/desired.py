@@ -45,6 +45,7 @@ from lxdgpu_reconcile import site as sites
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.fleet import models
 from lxdgpu_reconcile.planning import rules
+from lxdgpu_reconcile.planning.bulk import gc_paused, trusted
 from lxdgpu_reconcile.planning.common import (
     ErrorCode,
     Frozen,
@@ -61,7 +62,7 @@ from lxdgpu_reconcile.planning.desired_profiles import ROLE_CUDA as ROLE_CUDA
 from lxdgpu_reconcile.planning.desired_profiles import ROLE_PROFILE as ROLE_PROFILE
 from lxdgpu_reconcile.planning.desired_profiles import DesiredProfile as DesiredProfile
 from lxdgpu_reconcile.planning.desired_profiles import cuda_profile_name as cuda_profile_name
-from lxdgpu_reconcile.planning.desired_profiles import profiles_for, sorted_devices
+from lxdgpu_reconcile.planning.desired_profiles import profiles_for, sorted_devices, start_hash_once
 from lxdgpu_reconcile.planning.desired_profiles import spec_hash as spec_hash
 from lxdgpu_reconcile.planning.desired_profiles import start_hash as start_hash
 
@@ -180,10 +181,15 @@ def expand(
     """
     scopes, errors = _scopes(fleet, snapshot, tuple(targets))
     errors += tuple(_homeless_users(fleet))
-    hosts = {
-        name: _expand_host(fleet, snapshot.hosts.get(name), site, name, scope)
-        for name, scope in scopes.items()
-    }
+    shared = _Shared(
+        paused_users=tuple(name for name, user in fleet.users.items() if user.paused),
+        container_names={user: fleet.container_of(user) for user in fleet.users},
+    )
+    with gc_paused():
+        hosts = {
+            name: _expand_host(fleet, snapshot.hosts.get(name), site, name, scope, shared)
+            for name, scope in scopes.items()
+        }
     return DesiredState(
         hosts=hosts,
         preserve=rules.preserve_for(attach_gpus=site.attach_gpus),
@@ -198,14 +204,20 @@ class _Scope(Frozen):
     prune: PruneScope
 
 
+class _Shared(Frozen):
+    """What every host's ``DesiredHost`` carries alike: computed once, not once per host."""
+
+    paused_users: tuple[str, ...]
+    container_names: dict[str, str]
+
+
 def _scopes(
     fleet: models.Fleet, snapshot: state.FleetSnapshot, targets: tuple[str, ...]
 ) -> tuple[dict[str, _Scope], tuple[PlanError, ...]]:
+    on = _users_by_host(fleet)
     if not targets:
-        return {
-            host: _Scope(users=tuple(fleet.users_on(host)), prune=PruneScope())
-            for host in fleet.hosts
-        }, ()
+        scopes = {host: _Scope(users=on.get(host, ()), prune=PruneScope()) for host in fleet.hosts}
+        return scopes, ()
     whole: set[str] = set()
     picked: dict[str, list[str]] = {}
     errors = []
@@ -226,7 +238,7 @@ def _scopes(
     scopes = {}
     for host in fleet.hosts:
         if host in whole:
-            scopes[host] = _Scope(users=tuple(fleet.users_on(host)), prune=PruneScope())
+            scopes[host] = _Scope(users=on.get(host, ()), prune=PruneScope())
         elif host in picked:
             users = tuple(dict.fromkeys(picked[host]))
             scopes[host] = _Scope(
@@ -234,6 +246,14 @@ def _scopes(
                 prune=PruneScope(whole_host=False, users=users),
             )
     return scopes, tuple(errors)
+
+
+def _users_by_host(fleet: models.Fleet) -> dict[str, tuple[str, ...]]:
+    """``fleet.users_on(host)`` of every host, in file order, in one pass over the users."""
+    on: dict[str, list[str]] = {}
+    for name, user in fleet.users.items():
+        on.setdefault(user.host, []).append(name)
+    return {host: tuple(names) for host, names in on.items()}
 
 
 def _homeless_users(fleet: models.Fleet) -> Iterable[PlanError]:
@@ -278,6 +298,7 @@ def _expand_host(
     site: sites.Site,
     host: str,
     scope: _Scope,
+    shared: _Shared,
 ) -> DesiredHost:
     observed = snap if snap is not None and snap.reachable else None
     errors: list[PlanError] = []
@@ -287,21 +308,27 @@ def _expand_host(
     )
     instances: dict[str, DesiredInstance] = {}
     external: list[str] = []
+    start_hashes: dict[tuple[str, ...], str] = {}
     for user in scope.users:
-        instance = _instance(fleet, site, host, user, profiles, observed, errors, notes)
+        instance = _instance(
+            fleet, site, host, user, profiles, observed, errors, notes, start_hashes
+        )
         instances[instance.name] = instance
         external.extend(p for p in instance.profiles if p not in profiles)
-    return DesiredHost(
-        host=host,
-        profiles=profiles,
-        instances=instances,
-        external_profiles=tuple(dict.fromkeys(external)),
-        prune=scope.prune,
-        errors=tuple(errors),
-        notes=tuple(notes),
-        paused=host in fleet.hosts and fleet.hosts[host].paused,
-        paused_users=tuple(name for name, user in fleet.users.items() if user.paused),
-        container_names={user: fleet.container_of(user) for user in fleet.users},
+    return trusted(
+        DesiredHost,
+        {
+            "host": host,
+            "profiles": dict(profiles),
+            "instances": instances,
+            "external_profiles": tuple(dict.fromkeys(external)),
+            "prune": scope.prune,
+            "errors": tuple(errors),
+            "notes": tuple(notes),
+            "paused": host in fleet.hosts and fleet.hosts[host].paused,
+            "paused_users": shared.paused_users,
+            "container_names": shared.container_names,
+        },
     )
 
 
@@ -317,7 +344,10 @@ def _instance(
     observed: state.HostSnapshot | None,
     errors: list[PlanError],
     notes: list[str],
+    start_hashes: dict[tuple[str, ...], str],
 ) -> DesiredInstance:
+    """``user``'s container on ``host``. ``start_hashes``: the start hash of each list of
+    profile names met on this host so far (``start_hash`` depends on the names alone there)."""
     spec = fleet.users[user]
     name = fleet.container_of(user)
     ref = ObjectRef(kind=ObjectKind.INSTANCE, name=name)
@@ -329,7 +359,7 @@ def _instance(
         state.TAG_MANAGED: "true",
         state.TAG_USER: user,
         state.TAG_ROLE: ROLE_CONTAINER,
-        rules.TAG_START_HASH: start_hash(names, profiles),
+        rules.TAG_START_HASH: start_hash_once(names, profiles, start_hashes),
     }
     cpu = _limits_cpu(fleet.cpu_of(user), observed, host, ref, errors, notes)
     if cpu is not None:
@@ -344,17 +374,20 @@ def _instance(
     config[state.TAG_SPEC_HASH] = spec_hash(body)
     # Not part of the spec hash: written by the create only (``rules.CREATE_ONLY_KEYS``).
     config[state.TAG_CREATED_AS] = created_as(host, name)
-    return DesiredInstance(
-        host=host,
-        name=name,
-        user=user,
-        template=spec.template,
-        alias=_alias(fleet, spec.template),
-        profiles=names,
-        config=dict(sorted(config.items())),
-        devices=sorted_devices(devices),
-        state=PowerState(fleet.state_of(user)),
-        paused=spec.paused,
+    return trusted(
+        DesiredInstance,
+        {
+            "host": host,
+            "name": name,
+            "user": user,
+            "template": spec.template,
+            "alias": _alias(fleet, spec.template),
+            "profiles": names,
+            "config": dict(sorted(config.items())),
+            "devices": sorted_devices(devices),
+            "state": PowerState(fleet.state_of(user)),
+            "paused": spec.paused,
+        },
     )
 
 

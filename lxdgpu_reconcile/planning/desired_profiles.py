@@ -208,6 +208,19 @@ def start_hash(names: Iterable[str], profiles: Mapping[str, DesiredProfile]) -> 
     return "sha256:" + _sha256(content)
 
 
+def start_hash_once(
+    names: tuple[str, ...],
+    profiles: Mapping[str, DesiredProfile],
+    known: dict[tuple[str, ...], str],
+) -> str:
+    """``start_hash(names, profiles)``, computed once per list of names: ``known`` holds those
+    computed for ``profiles`` (one host's) so far."""
+    found = known.get(names)
+    if found is None:
+        found = known[names] = start_hash(names, profiles)
+    return found
+
+
 def _sha256(data: object) -> str:
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -22,6 +22,7 @@ from pydantic import Field
 
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.planning import rules
+from lxdgpu_reconcile.planning.bulk import trusted
 from lxdgpu_reconcile.planning.common import Frozen
 
 #: A compared value: a config value or device key (str), a profile list, or a whole device.
@@ -74,14 +75,18 @@ def essence(
     description: str | None = None,
 ) -> Essence:
     """The essence of an object with these fields, minus what ``preserve`` leaves alone."""
-    return Essence(
-        description=description,
-        profiles=None if profiles is None else tuple(profiles),
-        config={k: str(v) for k, v in sorted(config.items()) if not preserve.keeps_key(k)},
-        devices={
-            name: {k: str(v) for k, v in sorted(dev.items())}
-            for name, dev in sorted(devices.items())
-            if not preserve.keeps_device(dev)
+    kept = preserve.config_prefixes  # ``preserve.keeps_key``, once per key of every object
+    return trusted(
+        Essence,
+        {
+            "description": description,
+            "profiles": None if profiles is None else tuple(profiles),
+            "config": {k: str(v) for k, v in sorted(config.items()) if not k.startswith(kept)},
+            "devices": {
+                name: {k: str(v) for k, v in sorted(dev.items())}
+                for name, dev in sorted(devices.items())
+                if not preserve.keeps_device(dev)
+            },
         },
     )
 
@@ -127,11 +132,9 @@ def _config_changes(want: Mapping[str, str], have: Mapping[str, str]) -> Iterato
     for key in sorted(want.keys() | have.keys()):
         old, new = have.get(key), want.get(key)
         if old != new:
-            yield FieldChange(
-                path=("config", key),
-                old=old,
-                new=new,
-                timing=rules.config_change_timing(key, old, new),
+            timing = rules.config_change_timing(key, old, new)
+            yield trusted(
+                FieldChange, {"path": ("config", key), "old": old, "new": new, "timing": timing}
             )
 
 
@@ -142,13 +145,21 @@ def _device_changes(want: Devices, have: Devices) -> Iterator[FieldChange]:
             continue
         timing = rules.device_change_timing(old, new)
         if old is None or new is None or old.get("type") != new.get("type"):
-            yield FieldChange(path=("devices", name), old=old, new=new, timing=timing)
+            yield trusted(
+                FieldChange,
+                {
+                    "path": ("devices", name),
+                    "old": None if old is None else dict(old),
+                    "new": None if new is None else dict(new),
+                    "timing": timing,
+                },
+            )
             continue
         for key in sorted(old.keys() | new.keys()):
             if old.get(key) != new.get(key):
-                yield FieldChange(
-                    path=("devices", name, key), old=old.get(key), new=new.get(key), timing=timing
-                )
+                path = ("devices", name, key)
+                fields = {"path": path, "old": old.get(key), "new": new.get(key), "timing": timing}
+                yield trusted(FieldChange, fields)
 
 
 def apply_changes(base: Essence, changes: Iterable[FieldChange]) -> Essence:

@@ -13,7 +13,9 @@ from lxdgpu_reconcile import state
 from lxdgpu_reconcile.planning import desired as desiring
 from lxdgpu_reconcile.planning import diff, rules
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
+from lxdgpu_reconcile.planning import move_steps as moving
 from lxdgpu_reconcile.planning import template_steps as templating
+from lxdgpu_reconcile.planning.bulk import trusted
 from lxdgpu_reconcile.planning.common import ErrorCode, ObjectKind, ObjectRef, PlanError
 from lxdgpu_reconcile.planning.instance_steps import InstanceSteps
 from lxdgpu_reconcile.planning.model import (
@@ -38,6 +40,7 @@ _STEPS: dict[str, tuple[int, int]] = {
     "profile-write": (0, 0),
     "recreate-delete": (1, -1),  # a container whose create never finished, before its create
     "create": (1, 0),
+    "move": (1, 1),
     "stop": (2, 0),
     "update": (2, 1),
     "restart-stop": (2, 2),
@@ -63,8 +66,10 @@ class HostPlanner(InstanceSteps):
         options: PlanOptions,
         adopted: set[str],
         templates: templating.TemplatePlan,
+        moves: moving.MovePlan | None = None,
     ) -> None:
         self.want = want
+        self.moves = moves or moving.MovePlan()
         self.snap = snap
         self.host = want.host
         self.preserve = preserve
@@ -129,22 +134,27 @@ class HostPlanner(InstanceSteps):
         hold: Hold | None = None,
     ) -> str:
         action_id = self.action_id(ref, step)
-        action = Action(
-            id=action_id,
-            kind=kind,
-            host=self.host,
-            object=ref,
-            changes=tuple(changes),
-            restart=restart,
-            reason=reason,
-            pending=pending,
-            depends_on=tuple(dict.fromkeys(depends_on)),
-            part_of=part_of,
-            body=body,
-            observed=observed,
-            adopt=adopt,
-            cause=cause,
-            hold=hold if pending is not None else None,
+        # Every value is of its field's type (mypy checks the callers): made without validating
+        # again, as a large fleet's plan has tens of thousands of actions (planning.bulk).
+        action = trusted(
+            Action,
+            {
+                "id": action_id,
+                "kind": kind,
+                "host": self.host,
+                "object": ref,
+                "changes": tuple(changes),
+                "restart": restart,
+                "reason": reason,
+                "pending": pending,
+                "depends_on": tuple(dict.fromkeys(depends_on)),
+                "part_of": part_of,
+                "body": body,
+                "observed": observed,
+                "adopt": adopt,
+                "cause": cause,
+                "hold": hold if pending is not None else None,
+            },
         )
         self.actions.append((step, action))
         return action_id

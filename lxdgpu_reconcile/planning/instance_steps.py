@@ -15,8 +15,10 @@ from lxdgpu_reconcile import state
 from lxdgpu_reconcile.planning import desired as desiring
 from lxdgpu_reconcile.planning import diff, rules
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
+from lxdgpu_reconcile.planning import move_steps as moving
 from lxdgpu_reconcile.planning import template_steps as templating
 from lxdgpu_reconcile.planning import unfinished as unfinishing
+from lxdgpu_reconcile.planning.bulk import trusted
 from lxdgpu_reconcile.planning.common import ErrorCode, ObjectKind, ObjectRef, PowerState
 from lxdgpu_reconcile.planning.model import (
     Action,
@@ -54,6 +56,7 @@ class InstanceSteps:
     leaving: dict[str, list[str]]
     deleted: set[str]
     blocked: set[str]
+    moves: moving.MovePlan
 
     def action_id(self, ref: ObjectRef, step: str) -> str:
         raise NotImplementedError
@@ -88,6 +91,10 @@ class InstanceSteps:
 
     def _instance(self, want: desiring.DesiredInstance) -> None:
         obs = self.snap.instances.get(want.name)
+        source = self.moves.to.get(moving.key(self.host, want.name))
+        if source is not None:
+            moving.plan_move(self, want, source, obs)
+            return
         if obs is None:
             self._create(want)
             return
@@ -206,12 +213,17 @@ class InstanceSteps:
                 f"lxc image copy SERVER:{want.alias} {self.host}: --alias {want.alias}",
             )
         wanted = self._wanted(want)
-        body = CreateInstanceBody(
-            name=want.name,
-            alias=want.alias,
-            profiles=want.profiles,
-            config=want.config,
-            devices=want.devices,
+        body = trusted(
+            CreateInstanceBody,
+            {
+                "body": "create-instance",
+                "name": want.name,
+                "alias": want.alias,
+                "profiles": want.profiles,
+                "config": dict(want.config),
+                "devices": {name: dict(device) for name, device in want.devices.items()},
+            },
+            given=("name", "alias", "profiles", "config", "devices"),
         )
         create = self.add(
             ActionKind.CREATE,
@@ -258,7 +270,7 @@ class InstanceSteps:
             changes,
             deps,
             reason,
-            observed=fingerprints.instance(obs, self.preserve),
+            observed=fingerprints.of_essence(have),  # fingerprints.instance(obs, self.preserve)
             adopt=adopting,
             cause=Cause.ADOPT if adopting else cause_of(want.config, obs.config),
         )
@@ -289,6 +301,8 @@ class InstanceSteps:
                 continue
             if recipe.is_build_container(obs.config):
                 continue  # a leftover build container: the template steps remove it
+            if moving.key(self.host, name) in self.moves.away:
+                continue  # the source of a move: the move takes it
             user = obs.config.get(state.TAG_USER, "")
             scope = self.want.prune
             if not scope.whole_host and user not in scope.users:
@@ -324,9 +338,16 @@ class InstanceSteps:
     def _delete_instance(self, obs: state.InstanceObs, user: str) -> None:
         ref = ObjectRef(kind=ObjectKind.INSTANCE, name=obs.name)
         pending, hold = None, None
+        was_moved = moving.moved(obs)
+        if was_moved and not self.options.prune:
+            self.notes.append(
+                f"{self.host}: {obs.name} was {_moved_words(obs)}; it stays, stopped, until "
+                "`apply --prune` deletes it"
+            )
+            return
         if not self.options.prune:
             pending, hold = _NEEDS_PRUNE, Hold.PRUNE
-        elif _protected(obs):
+        elif _protected(obs) and not was_moved:
             pending, hold = (
                 "protected by security.protection.delete: release it with "
                 f"`lxc config set {self.host}:{obs.name} security.protection.delete=false`, "
@@ -349,11 +370,14 @@ class InstanceSteps:
                     hold=hold,
                 )
             )
+        reason = f"not in the fleet file (tagged for user {user or '?'})"
+        if was_moved:
+            reason = f"{_moved_words(obs)}; its delete protection is lifted, then it is deleted"
         self.add(
             ActionKind.DELETE,
             ref,
             "delete",
-            reason=f"not in the fleet file (tagged for user {user or '?'})",
+            reason=reason,
             pending=pending,
             depends_on=deps,
             observed=fingerprints.instance(obs, None),
@@ -407,6 +431,11 @@ class InstanceSteps:
             elif profile in obs.profiles:
                 users.append(name)
         return users
+
+
+def _moved_words(obs: state.InstanceObs) -> str:
+    to = obs.config.get(state.TAG_MOVED_TO, "?").replace("/", ":")
+    return f"moved to {to} at {obs.config.get(state.TAG_MOVED_AT, '?')}"
 
 
 def _protected(obs: state.InstanceObs) -> bool:

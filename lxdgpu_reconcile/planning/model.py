@@ -24,7 +24,7 @@ FORMAT_VERSION: Literal[1] = 1
 
 
 class ActionKind(StrEnum):
-    """What an action does. Later: moving containers between hosts."""
+    """What an action does."""
 
     CREATE = "create"
     UPDATE = "update"
@@ -34,6 +34,10 @@ class ActionKind(StrEnum):
     START = "start"
     STOP = "stop"
     DELETE = "delete"
+    #: A container moved to this host from another one (``MoveInstanceBody``).
+    MOVE = "move"
+    #: A container renamed on its host (``MoveInstanceBody`` with the same host).
+    RENAME = "rename"
 
 
 class Cause(StrEnum):
@@ -45,6 +49,7 @@ class Cause(StrEnum):
     POWER = "power"  # only the power state differs from the fleet file
     ADOPT = "adopt"  # an untagged object taken over
     REMOVED = "removed"  # no longer in the fleet file: deleted
+    MOVED = "moved"  # its user's host or container name changed in the fleet file
 
 
 class Hold(StrEnum):
@@ -59,6 +64,7 @@ class Hold(StrEnum):
     DEPENDENCY = "dependency"  # an action it depends on is pending
     POLICY = "policy"  # held back by reconcile's policy (see reconcile.policy)
     UNMANAGED_USERS = "unmanaged-users"  # a profile write reaching untagged containers
+    GPU_BUSY = "gpu-busy"  # it would stop a container whose GPUs are in use (no --force)
 
 
 # --- bodies: exactly what is written --------------------------------------------------------------
@@ -136,9 +142,34 @@ class AliasTemplateBody(Frozen):
     recipe_hash: str
 
 
+class MoveInstanceBody(Frozen):
+    """Move user ``user``'s container ``source_name`` on ``source_host`` to ``name`` here.
+
+    The executor (``execute.moves``) goes from wherever a previous, interrupted move left off:
+    it checks the GPUs are idle, stops the source and tags it ``user.lxdgpu.moved-to``, copies
+    it here (LXD's migration, stateless, instance only; on the same host: LXD's rename), writes
+    ``profiles``, ``config`` and ``devices`` (what the fleet gives the container on this host),
+    starts it when ``start``, checks it runs, and tags the source ``user.lxdgpu.moved-at``. The
+    source is never deleted here. ``source_observed``: the source's fingerprint as planned.
+    """
+
+    body: Literal["move-instance"] = "move-instance"
+    user: str
+    source_host: str
+    source_name: str
+    source_observed: str
+    name: str
+    profiles: tuple[str, ...]
+    config: dict[str, str]
+    devices: dict[str, dict[str, str]]
+    preserve: rules.Preserve
+    start: bool = True
+
+
 Body = Annotated[
     CreateInstanceBody
     | InstanceBody
+    | MoveInstanceBody
     | ProfileBody
     | BuildTemplateBody
     | CopyTemplateBody
@@ -215,6 +246,8 @@ class Summary(Frozen):
     #: Template images to build, and to copy to other hosts.
     builds: int = 0
     copies: int = 0
+    #: Containers moved to another host or renamed.
+    moves: int = 0
 
 
 class Plan(Frozen):
@@ -265,6 +298,7 @@ def summarise(plan: Plan) -> Summary:
         errors=len(plan.all_errors),
         builds=sum(1 for a in done if a.kind is ActionKind.BUILD),
         copies=sum(1 for a in done if a.kind is ActionKind.COPY),
+        moves=sum(1 for a in done if a.kind in (ActionKind.MOVE, ActionKind.RENAME)),
     )
 
 

@@ -31,6 +31,9 @@ kind           object      how the executor performs it
 ``build``      template    ``execute.images.build_template`` with ``BuildTemplateBody`` (or
                            the alias pointed back at an image already built from the recipe).
 ``copy``       template    ``execute.images.copy_image`` with ``CopyTemplateBody``.
+``move``       instance    ``execute.moves.move`` with ``MoveInstanceBody``, on the target host:
+                           GPU check, stop and tag the source, LXD migration, rewrite, start.
+``rename``     instance    the same, with LXD's rename on the one host (``planning.move_steps``).
 =============  ==========  ========================================================================
 
 Rules for the executor: perform actions in plan order (or in parallel where ``depends_on``
@@ -65,15 +68,18 @@ from lxdgpu_reconcile import site as sites
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.fleet import models
 from lxdgpu_reconcile.planning import desired as desiring
+from lxdgpu_reconcile.planning import move_steps as moving
 from lxdgpu_reconcile.planning import rules
 from lxdgpu_reconcile.planning import template_steps as templating
+from lxdgpu_reconcile.planning.bulk import gc_paused
 from lxdgpu_reconcile.planning.common import ErrorCode, PlanError
 from lxdgpu_reconcile.planning.holds import hold_back
 from lxdgpu_reconcile.planning.host_planner import HostPlanner
-from lxdgpu_reconcile.planning.model import HostPlan, Plan, PlanOptions
+from lxdgpu_reconcile.planning.model import Hold, HostPlan, Plan, PlanOptions
 from lxdgpu_reconcile.templates.recipe import LiveBuilders
 
 
+@gc_paused()  # a large fleet's models are made in bulk (planning.bulk)
 def make_plan(
     fleet: models.Fleet,
     snapshot: state.FleetSnapshot,
@@ -192,8 +198,11 @@ def build_plan(
     )
     adopted: set[str] = set()
     templates = templates or templating.TemplatePlan()
+    moves = moving.find_moves(desired, snapshot)
     hosts = tuple(
-        _plan_host(want, snapshot.hosts.get(name), desired.preserve, options, adopted, templates)
+        _plan_host(
+            want, snapshot.hosts.get(name), desired.preserve, options, adopted, templates, moves
+        )
         for name, want in desired.hosts.items()
     )
     notes = list(desired.notes)
@@ -204,7 +213,22 @@ def build_plan(
             for name in options.adopt
             if name not in adopted
         )
-    return hold_back(Plan(options=options, notes=tuple(notes), errors=desired.errors, hosts=hosts))
+    plan = Plan(options=options, notes=tuple(notes), errors=desired.errors, hosts=hosts)
+    return hold_back(plan, _moves_from_errored_hosts(plan, moves))
+
+
+def _moves_from_errored_hosts(plan: Plan, moves: moving.MovePlan) -> dict[str, tuple[str, Hold]]:
+    """Moves whose source host has plan errors: held, as that host's own actions are."""
+    errored = {host.host for host in plan.hosts if not host.applyable}
+    held = {}
+    for action in plan.actions:
+        source = moves.to.get(moving.key(action.host, action.object.name))
+        if source is not None and source.host in errored and action.pending is None:
+            held[action.id] = (
+                f"not applied: {source.host}, where the container moves from, has plan errors",
+                Hold.HOST_ERRORS,
+            )
+    return held
 
 
 def _plan_host(
@@ -214,6 +238,7 @@ def _plan_host(
     options: PlanOptions,
     adopted: set[str],
     templates: templating.TemplatePlan,
+    moves: moving.MovePlan | None = None,
 ) -> HostPlan:
     if snap is None:
         error = PlanError(
@@ -232,4 +257,4 @@ def _plan_host(
             fixes=(snap.error.hint,) if snap.error.hint else (),
         )
         return HostPlan(host=want.host, applyable=False, errors=(*want.errors, error))
-    return HostPlanner(want, snap, preserve, options, adopted, templates).run()
+    return HostPlanner(want, snap, preserve, options, adopted, templates, moves).run()

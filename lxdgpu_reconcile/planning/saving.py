@@ -203,6 +203,14 @@ def touched(plan: plans.Plan) -> Iterator[tuple[str, ObjectRef]]:
             if action.pending is None and key not in seen:
                 seen.add(key)
                 yield key
+            body = action.body
+            if action.pending is None and isinstance(body, plans.MoveInstanceBody):
+                # A move also stops and tags its source, on its own host.
+                ref = ObjectRef(kind=ObjectKind.INSTANCE, name=body.source_name)
+                source = (body.source_host, ref)
+                if source not in seen:
+                    seen.add(source)
+                    yield source
 
 
 def precondition(

@@ -41,6 +41,8 @@ _SYMBOLS = {
     plans.ActionKind.STOP: "!",
     plans.ActionKind.DELETE: "-",
     plans.ActionKind.ALIAS: "!",
+    plans.ActionKind.MOVE: "~>",
+    plans.ActionKind.RENAME: "~>",
 }
 #: Table columns: heading, ``Summary`` field. Template images only when the plan has some.
 _COLUMNS = tuple(
@@ -132,6 +134,14 @@ def _callouts(p: plans.Plan) -> Iterator[str]:
             fields = ", ".join(c.dotted for c in action.changes if c.at_start)
             yield f"- {_where(action)}: {escape(fields)}{_pending_mark(action)}"
         yield ""
+    moves = [a for a in main if a.kind in (plans.ActionKind.MOVE, plans.ActionKind.RENAME)]
+    if moves:
+        yield "**Moves** (stopped, copied or renamed, started again; the home does not move):"
+        yield ""
+        for action in moves:
+            where = escape(plan_text.move_from(action).strip())
+            yield f"- {_where(action)}: {where}{_pending_mark(action)}"
+        yield ""
     deletes = [a for a in main if a.kind is plans.ActionKind.DELETE]
     if deletes:
         yield "**Deletes**:"
@@ -198,8 +208,10 @@ def _diff_lines(host: plans.HostPlan) -> Iterator[str]:
 
 
 def _entry(action: plans.Action, steps: list[plans.Action]) -> Iterator[str]:
-    symbol = "-/+" if action.restart else _SYMBOLS.get(action.kind, "+")
+    moving = action.kind in (plans.ActionKind.MOVE, plans.ActionKind.RENAME)
+    symbol = "-/+" if action.restart and not moving else _SYMBOLS.get(action.kind, "+")
     header = f"{symbol} {action.object.kind.value} {action.object.name}"
+    header += plan_text.move_from(action)
     words = plan_text.entry_words(action, steps)
     if words:
         header += f" ({words})"

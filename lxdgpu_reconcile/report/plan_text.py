@@ -33,7 +33,11 @@ _SYMBOLS = {
     plan.ActionKind.BUILD: ("+", "cyan"),
     plan.ActionKind.COPY: ("+", "cyan"),
     plan.ActionKind.ALIAS: ("~", "cyan"),
+    plan.ActionKind.MOVE: ("~>", "magenta"),
+    plan.ActionKind.RENAME: ("~>", "magenta"),
 }
+#: Kinds whose symbol says what they do even when they stop a running container.
+_OWN_SYMBOL = (plan.ActionKind.MOVE, plan.ActionKind.RENAME)
 _RESTART = ("-/+", "magenta")
 _HASH_SHOWN = len("sha256:") + 12
 
@@ -75,6 +79,8 @@ def lines(p: plan.Plan) -> list[Text]:
 
 def summary_line(s: plan.Summary) -> str:
     images = f"{s.builds} to build, {s.copies} to copy, " if s.builds or s.copies else ""
+    if s.moves:
+        images += f"{s.moves} to move, "
     return (
         f"Plan: {images}{s.create} to create, {s.update} to update, {s.restart} to restart, "
         f"{s.delete} to delete, {s.pending} pending."
@@ -121,6 +127,8 @@ def entry_words(action: plan.Action, steps: Iterable[plan.Action]) -> str:
         return f"copy from {action.body.source_host}"
     if isinstance(action.body, plan.AliasTemplateBody):
         return f"point {action.body.alias} back at {action.body.fingerprint[:12]}"
+    if isinstance(action.body, plan.MoveInstanceBody):
+        return move_steps(action, action.body)
     before = [s.kind.value for s in steps if s.id in action.depends_on]
     after = [s.kind.value for s in steps if s.id not in action.depends_on]
     names = [*before, action.kind.value, *after]
@@ -131,10 +139,43 @@ def entry_words(action: plan.Action, steps: Iterable[plan.Action]) -> str:
     return " -> ".join(names)
 
 
+def move_from(action: plan.Action) -> str:
+    """``  h1 -> h2`` (a move), ``  old -> new`` (a rename), ``  h1:old -> h2:new`` (both);
+    empty for other actions."""
+    body = action.body
+    if not isinstance(body, plan.MoveInstanceBody):
+        return ""
+    if body.source_host == action.host:
+        return f"  {body.source_name} -> {body.name}"
+    if body.source_name == body.name:
+        return f"  {body.source_host} -> {action.host}"
+    return f"  {body.source_host}:{body.source_name} -> {action.host}:{body.name}"
+
+
+def move_steps(action: plan.Action, body: plan.MoveInstanceBody) -> str:
+    """The steps of a move or rename, in order."""
+    renaming = body.source_host == action.host
+    steps = ["check the GPUs are idle", f"stop on {body.source_host}"]
+    steps.append("rename" if renaming else f"copy to {action.host}")
+    steps.append("rewrite for the new name" if renaming else f"rewrite for {action.host}")
+    if body.start:
+        steps += ["start", "check it runs"]
+    return ", ".join(steps)
+
+
+def symbol_of(action: plan.Action) -> tuple[str, str]:
+    if action.restart and action.kind not in _OWN_SYMBOL:
+        return _RESTART
+    return _SYMBOLS[action.kind]
+
+
 def _entry(action: plan.Action, steps: list[plan.Action]) -> Iterator[Text]:
-    symbol, style = _RESTART if action.restart else _SYMBOLS[action.kind]
+    symbol, style = symbol_of(action)
     header = Text.assemble(
-        "  ", (symbol, f"bold {style}"), " ", f"{action.object.kind.value} {action.object.name}"
+        "  ",
+        (symbol, f"bold {style}"),
+        " ",
+        f"{action.object.kind.value} {action.object.name}{move_from(action)}",
     )
     words = entry_words(action, steps)
     if words:

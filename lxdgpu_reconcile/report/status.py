@@ -18,6 +18,8 @@ from rich.text import Text
 
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.state import (
+    TAG_MOVED_AT,
+    TAG_MOVED_TO,
     TAG_USER,
     Address,
     FleetSnapshot,
@@ -63,6 +65,8 @@ class ContainerRow:
     image: str | None
     image_fingerprint: str | None
     template: str | None
+    #: The host a move took the container to (``user.lxdgpu.moved-to``), once the move finished.
+    moved_to: str | None = None
 
     def ips(self, family: str) -> tuple[str, ...]:
         return tuple(a.address for a in self.addresses if a.family == family)
@@ -144,7 +148,15 @@ def _observed_row(
         or (fingerprint[:12] if fingerprint else None),
         image_fingerprint=fingerprint,
         template=template,
+        moved_to=_moved_to(instance),
     )
+
+
+def _moved_to(instance: InstanceObs) -> str | None:
+    """The host a finished move took ``instance`` to (it stays, stopped, until ``--prune``)."""
+    if TAG_MOVED_AT not in instance.config:
+        return None
+    return instance.config.get(TAG_MOVED_TO, "").partition("/")[0] or None
 
 
 def _declared_row(fleet: Fleet, snap: HostSnapshot, container: str, user: str) -> ContainerRow:
@@ -223,6 +235,8 @@ def _container_json(row: ContainerRow) -> dict[str, Any]:
         "image": row.image,
         "image_fingerprint": row.image_fingerprint,
         "template": row.template,
+        # Only on the source of a finished move: "moved to HOST" in the table.
+        **({"moved_to": row.moved_to} if row.moved_to else {}),
     }
 
 
@@ -309,7 +323,7 @@ def _containers_tables(report: StatusReport) -> list[Table]:
             (
                 row.name,
                 row.user or "-",
-                Text(row.state, style=_STATE_STYLE.get(row.state, "")),
+                Text(_state_cell(row), style=_STATE_STYLE.get(row.state, "")),
                 _addresses_cell(row, "inet"),
                 _addresses_cell(row, "inet6"),
                 ", ".join(row.profiles) or "-",
@@ -331,6 +345,10 @@ def _containers_tables(report: StatusReport) -> list[Table]:
             _add_row(table, *cell)
         tables.append(table)
     return tables
+
+
+def _state_cell(row: ContainerRow) -> str:
+    return f"{row.state}, moved to {row.moved_to}" if row.moved_to else row.state
 
 
 def _image_cell(row: ContainerRow) -> str:

@@ -4,10 +4,11 @@ It starts from a ``state.HostSnapshot`` and enforces what LXD enforces: an ETag 
 ``If-Match`` on a write (412, ``StaleObject``, when stale); a create of an existing name refused;
 deleting a running or protected instance, or a profile in use, refused; ``raw.idmap`` mapping host
 ids that are not delegated failing the start the way LXD's ``forkstart`` does; the keys LXD adds on
-create. Images, aliases, download secrets, file pushes, ``exec`` (commands answered by
-``exec_handler``) and publishing work, so the real executor's template builds and copies run on
-it. ``fail`` injects an operation failure, ``after_read`` a concurrent change.
-``tests.fakes.fleet.FakeFleet`` holds one per host.
+create. Instance migrations between peers (``migrate_source``, then a create that pulls it,
+files included) and renames work. Images, aliases, download secrets, file pushes, ``exec``
+(commands answered by ``exec_handler``) and publishing work, so the real executor's template
+builds and copies run on it. ``fail`` injects an operation failure, ``after_read`` a concurrent
+change. ``tests.fakes.fleet.FakeFleet`` holds one per host.
 """
 
 from __future__ import annotations
@@ -244,6 +245,34 @@ class FakeLxd:
             self.operations[op_id]["metadata"] = {"secret": secret, "fingerprint": fingerprint}
             return op_id, secret
 
+    def migrate_source(self, name: str, *, what: str = "") -> tuple[str, Json]:
+        what = what or f"prepare the migration of {name}"
+        with self._write(f"POST instances/{name} migration"):
+            instance = self.instances.get(name)
+            if instance is None:
+                raise _not_found(what, "instances")
+            if instance["status"] == "Running":
+                raise _error(what, 400, "Unable to perform container live migration")
+            op_id = self._operation({"status_code": 103, "class": "websocket"})
+            secrets = {"control": f"control-{op_id}", "fs": f"fs-{op_id}"}
+            self.operations[op_id]["metadata"] = {**secrets, "instance": name}
+            return op_id, secrets
+
+    def rename(self, name: str, new_name: str, *, timeout: float) -> None:
+        what = f"rename instance {name} to {new_name}"
+        with self._write(f"POST instances/{name} rename {new_name}"):
+            instance = self.instances.get(name)
+            if instance is None:
+                raise _not_found(what, "instances")
+            if new_name in self.instances:
+                raise _error(what, 409, f"Name '{new_name}' already in use")
+            if instance["status"] == "Running":
+                raise _error(what, 400, "Renaming of running instance not allowed")
+            self._injected("rename", name, what)
+            self.instances[new_name] = {**self.instances.pop(name), "name": new_name}
+            for inst, path in [k for k in self.files if k[0] == name]:
+                self.files[(new_name, path)] = self.files.pop((inst, path))
+
     def cancel_operation(self, op_id: str, *, what: str = "cancel operation") -> None:
         with self._write(f"DELETE operations/{op_id}"):
             if self.operations.pop(op_id, None) is None:
@@ -376,9 +405,13 @@ class FakeLxd:
         missing = [p for p in body.get("profiles", ["default"]) if p not in self.profiles]
         if missing:
             raise _error(what, 404, f"Profile '{missing[0]}' not found")
-        base = self._source_image(body.get("source") or {}, what)
-        props = self.images[base]["properties"] if base in self.images else {}
-        config = {**dict(body.get("config") or {}), **data.added_on_create(base, props)}
+        source = body.get("source") or {}
+        if source.get("type") == "migration":
+            config = {**dict(body.get("config") or {}), **self._migrated(source, body, what)}
+        else:
+            base = self._source_image(source, what)
+            props = self.images[base]["properties"] if base in self.images else {}
+            config = {**dict(body.get("config") or {}), **data.added_on_create(base, props)}
         self.instances[body["name"]] = {
             "name": body["name"],
             "type": body.get("type", "container"),
@@ -393,6 +426,32 @@ class FakeLxd:
             "stateful": False,
             "network": {},
         }
+
+    def _migrated(self, source: Mapping[str, Any], body: Json, what: str) -> Json:
+        """Pull an instance from a peer's migration operation (its files come along); the
+        ``volatile.*`` keys LXD gives the copy."""
+        url = str(source.get("operation", "")).removeprefix("https://")
+        server, _, op_id = url.partition("/1.0/operations/")
+        peer = next((p for p in self.peers.values() if p.address == server), None)
+        if peer is None:
+            raise _error(what, 400, f"Error transferring instance data: cannot reach {server}")
+        self._injected("migrate", str(body.get("name", "")), what)
+        with peer._lock:
+            op = peer.operations.get(op_id)
+            secrets = {k: v for k, v in (op or {}).get("metadata", {}).items() if k != "instance"}
+            if (
+                op is None
+                or source.get("secrets") != secrets
+                or source.get("certificate") != peer._server["environment"]["certificate"]
+            ):
+                raise _error(what, 403, "not authorized")
+            del peer.operations[op_id]
+            origin = str(op["metadata"]["instance"])
+            for (inst, path), entry in list(peer.files.items()):
+                if inst == origin:
+                    self.files[(str(body["name"]), path)] = copy.deepcopy(entry)
+            base = peer.instances[origin]["config"].get("volatile.base_image", "")
+        return {"volatile.base_image": base, "volatile.uuid": f"uuid-{op_id}"}
 
     def _source_image(self, source: Mapping[str, Any], what: str) -> str:
         """The fingerprint of the image a create's ``source`` names."""

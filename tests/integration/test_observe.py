@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,6 +184,34 @@ def test_pinning_holds_with_the_ca_bundle_variables_set(
     assert snap.server_version
 
 
+@pytest.fixture
+def ca_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every load of CA certificates into a TLS context (the system store, or a bundle file)."""
+    loads: list[str] = []
+    default, locations = ssl.SSLContext.load_default_certs, ssl.SSLContext.load_verify_locations
+
+    def load_default(self: ssl.SSLContext, *args: Any) -> None:
+        loads.append("system store")
+        default(self, *args)
+
+    def load_locations(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loads.append(f"locations {args} {kwargs}")
+        locations(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_default_certs", load_default)
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", load_locations)
+    return loads
+
+
+def test_a_pinned_connection_loads_no_ca_certificates(
+    lab: LabHandle, ca_bundle_set: None, ca_loads: list[str]
+) -> None:
+    snap = reading.observe_host("server01", lab.fleet.hosts["server01"], timeout=30)
+
+    assert snap.reachable, snap.error
+    assert ca_loads == []
+
+
 def test_a_wrong_pinned_certificate_is_refused(lab: LabHandle, ca_bundle_set: None) -> None:
     right = lab.fleet.hosts["server01"]
     wrong = right.model_copy(update={"server_cert": lab.fleet.hosts["server02"].server_cert})
@@ -252,10 +281,12 @@ def create_stopped(lab: LabHandle, host: str, names: list[str]) -> None:
         client.operations.wait_for_operation(operation)
 
 
-def count_requests(lab: LabHandle, host: str) -> tuple[int, list[str], int]:
+def count_requests(
+    lab: LabHandle, host: str, *, addresses: bool = False
+) -> tuple[int, list[str], int]:
     counter = connecting.RequestCounter()
     fleet = Fleet(version=1, hosts={host: lab.fleet.hosts[host]})
-    snapshot = reading.observe_fleet(fleet, timeout=60, counter=counter)
+    snapshot = reading.observe_fleet(fleet, timeout=60, counter=counter, addresses=addresses)
     assert snapshot.hosts[host].reachable, snapshot.hosts[host].error
     return counter.count(host), counter.requests(host), len(snapshot.hosts[host].instances)
 
@@ -268,20 +299,23 @@ def test_requests_per_observation_do_not_grow_with_instances(
 
     create_stopped(lab, "server02", names[:5])
     few, requests_few, seen_few = count_requests(lab, "server02")
+    few_status, requests_few_status, _ = count_requests(lab, "server02", addresses=True)
     create_stopped(lab, "server02", names[5:])
     many, requests_many, seen_many = count_requests(lab, "server02")
+    many_status, requests_many_status, _ = count_requests(lab, "server02", addresses=True)
 
     assert seen_many - seen_few >= 35
-    assert few == many == 6, requests_many
-    assert (
-        requests_few
-        == requests_many
-        == [
-            "GET /1.0",
-            "GET /1.0/resources",
-            "GET /1.0/instances?recursion=2",
-            "GET /1.0/profiles?recursion=1",
-            "GET /1.0/images?recursion=1",
-            "GET /1.0/storage-pools?recursion=1",
-        ]
-    )
+    assert few == many == few_status == many_status == 6, requests_many
+    expected = [
+        "GET /1.0",
+        "GET /1.0/resources",
+        "GET /1.0/instances?recursion=1",
+        "GET /1.0/profiles?recursion=1",
+        "GET /1.0/images?recursion=1",
+        "GET /1.0/storage-pools?recursion=1",
+    ]
+    # What planning reads: no instance state (LXD collects it per running instance).
+    assert requests_few == requests_many == expected
+    # ``status`` asks for addresses: the same requests, instances with their state.
+    expected[2] = "GET /1.0/instances?recursion=2"
+    assert requests_few_status == requests_many_status == expected

@@ -80,6 +80,14 @@ def test_apply_refuses_plan_shaping_options_with_a_plan(tmp_path: Path, fleet: P
     assert "--target, --prune: a saved plan was made with its options" in result.output
 
 
+def test_apply_refuses_force_with_a_plan(tmp_path: Path, fleet: Path) -> None:
+    plan_file = _saved(tmp_path, fleet)
+    result = runner.invoke(app, ["apply", str(plan_file), "--force", "tom-container"])
+    assert result.exit_code == 1
+    assert "--force: a saved plan is applied as it was made" in result.output
+    assert "apply --force NAME" in result.output
+
+
 def test_apply_refuses_a_plan_made_for_another_place(tmp_path: Path, fleet: Path) -> None:
     plan_file = _saved(tmp_path, fleet)
     result = runner.invoke(app, ["apply", str(plan_file), "--lab", str(tmp_path / "lab")])

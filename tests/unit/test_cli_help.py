@@ -103,6 +103,7 @@ CLI_MODULES = {
     "reconcile.py": {"reconcile"},
     "build.py": {"build"},
     "status.py": {"status"},
+    "serve.py": {"serve"},
     "validate.py": {"validate", "schema"},
     "lab.py": {"lab up", "lab down", "lab env"},
 }
@@ -113,6 +114,7 @@ MODULES = {
     "reconcile": {"apply", "reconcile", "build"},  # the lock, taken by these
     "execute": {"apply", "reconcile", "build"},
     "lab": {"lab up"},
+    "web": {"serve"},
     "fleet": HOST_COMMANDS | {"validate"},
 }
 #: Messages with a bare flag that only some of the host commands can print, and why.
@@ -137,10 +139,13 @@ ONLY_SOME = {
     "not even with --prune": {"plan", "apply"},
     "allowed (--touch-unmanaged": {"plan", "apply"},
     "deletes need --prune given to apply": {"plan", "apply"},
+    # plan --state refuses --out; apply refuses --state (a hidden option there).
+    "--out with --state": {"plan"},
+    "--state: apply changes the live hosts": {"apply"},
 }
 _FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
-#: Programs other than this tool whose flags messages quote.
-_OTHERS = re.compile(r"\b(?:lxc|lxd|busybox)\b[^`]*$")
+#: Programs other than this tool whose flags messages quote (nvidia-smi: the GPU guard's query).
+_OTHERS = re.compile(r"\b(?:lxc|lxd|busybox|nvidia-smi)\b[^`]*$")
 #: The last command a message names before a flag: ``lxdgpu-reconcile apply --prune``, ``plan
 #: --out``, ``held until apply --touch-unmanaged``.
 _NAMED = re.compile(r"(?<![\w.-])(lab up|lab down|lab env|[a-z]+) ")

@@ -304,7 +304,7 @@ users:
 def fleet_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "fleet.yaml"
     path.write_text(FLEET_YAML)
-    monkeypatch.setattr(status_cli, "observe_fleet", lambda fleet, timeout: SNAPSHOT)
+    monkeypatch.setattr(status_cli, "observe_fleet", lambda fleet, timeout, addresses: SNAPSHOT)
     return path
 
 
@@ -328,7 +328,7 @@ def test_command_exits_0_when_every_host_was_read(
     fleet_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     snapshot = FleetSnapshot(hosts={"server01": SERVER01})
-    monkeypatch.setattr(status_cli, "observe_fleet", lambda fleet, timeout: snapshot)
+    monkeypatch.setattr(status_cli, "observe_fleet", lambda fleet, timeout, addresses: snapshot)
 
     result = CliRunner().invoke(app, ["status", "-f", str(fleet_file), "--format", "json"])
 

@@ -149,6 +149,7 @@ def test_json_shape_is_stable() -> None:
         "errors",
         "builds",
         "copies",
+        "moves",
     }
     host = data["hosts"][0]
     assert set(host) == {"host", "applyable", "errors", "notes", "actions"}
