@@ -142,6 +142,10 @@ class HostSnapshot(Frozen):
     server_version: str = ""
     api_extensions: tuple[str, ...] = ()
     cpus: int = 0
+    #: Bytes of memory on the host and in use (``/1.0/resources`` ``memory.total`` and
+    #: ``memory.used``); None when not read (an older snapshot, or no resources extension).
+    memory_total: int | None = None
+    memory_used: int | None = None
     gpus: tuple[GpuObs, ...] = ()
     instances: dict[str, InstanceObs] = Field(default_factory=dict)
     profiles: dict[str, ProfileObs] = Field(default_factory=dict)

@@ -3,7 +3,8 @@
 One run: take the lock (wait at most ``--lock-wait``), load the fleet file, read the clock and
 evaluate the fleet's ``reconcile:`` policy (``reconcile.policy``), observe every host, plan,
 apply the part the policy allows, and report: a summary on the terminal, JSON lines in
-``--log-file``, a Prometheus text file in ``--metrics-file``. The exit status says how it went
+``--log-file``, a Prometheus text file in ``--metrics-file``, the observation it planned from in
+``--snapshot-out`` (for ``plan --state``). The exit status says how it went
 (``reconcile.outcome``): 0 converged, 2 changed, 3 pending changes remain, 1 errors, 4 lock not
 acquired. See docs/reconcile.md.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import datetime
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated
@@ -29,6 +31,7 @@ from lxdgpu_reconcile.reconcile import lock as locks
 
 if TYPE_CHECKING:
     from lxdgpu_reconcile.reconcile.outcome import Run
+    from lxdgpu_reconcile.state import FleetSnapshot
 
 
 def __getattr__(name: str) -> ModuleType:
@@ -39,6 +42,18 @@ def __getattr__(name: str) -> ModuleType:
 
         return cycle
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: ``--snapshot-out``: where the run writes the observation it planned from.
+SnapshotOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--snapshot-out",
+        help="Also write the observation this run planned from as a snapshot file, for "
+        "`plan --state FILE` (docs/performance.md).",
+        show_default=False,
+    ),
+]
 
 
 @app.command()
@@ -76,6 +91,7 @@ def reconcile(
             help="Seconds each host gets to answer, and each LXD operation to end.", min=1
         ),
     ] = 120.0,
+    snapshot_out: SnapshotOutOpt = None,
 ) -> None:
     """Observe, plan and apply what the fleet's reconcile policy allows; for cron and timers.
 
@@ -94,13 +110,20 @@ def reconcile(
     base = {"id": run_id, "started": started, "fleet": str(fleet), "version": __version__}
     base["lab"] = str(lab.resolve()) if lab is not None else None
     path = lock_file or locks.DEFAULT_LOCK_FILE
+    observed: list[str] = []  # the snapshot file's text, once the hosts were observed
+    keep = observed.append if snapshot_out is not None else None
     try:
         with locks.exclusive(path, wait=lock_wait, command="reconcile"):
             try:
-                run = _run(base, fleet, lab, timeout=timeout, show_progress=not quiet)
+                run = _run(base, fleet, lab, timeout=timeout, show_progress=not quiet, keep=keep)
             except Exception as exc:  # any failure still leaves its log line and metrics
                 run = _failed_run(base, exc)
-            _finish(run, log_file=log_file, metrics_file=metrics_file, quiet=quiet)
+            snapshot = (
+                (snapshot_out, observed[0]) if snapshot_out is not None and observed else None
+            )
+            _finish(
+                run, log_file=log_file, metrics_file=metrics_file, quiet=quiet, snapshot=snapshot
+            )
     except locks.LockError as exc:
         locked = isinstance(exc, locks.LockTimeout)
         run = Run.model_validate(
@@ -122,8 +145,12 @@ def _run(
     *,
     timeout: float,
     show_progress: bool,
+    keep: Callable[[str], None] | None = None,
 ) -> Run:
-    """One run while the lock is held. Never raises for a domain problem: the run records it."""
+    """One run while the lock is held. Never raises for a domain problem: the run records it.
+
+    ``keep`` is given the text of a snapshot file of the observation the run planned from, made
+    as soon as the plan is (before anything is applied)."""
     from lxdgpu_reconcile import service
     from lxdgpu_reconcile.reconcile import cycle as cycles
     from lxdgpu_reconcile.reconcile import policy as policies
@@ -156,11 +183,17 @@ def _run(
         )
     decision = policies.decide(loaded.fleet.reconcile, datetime.datetime.now().astimezone().time())
     progress = apply_text.progress_printer(err_console)
+
+    def observed(snapshot: FleetSnapshot) -> None:
+        if keep is not None:
+            keep(service.snapshot_text(snapshot))
+
     cycle = cycles.run_cycle(
         loaded,
         decision,
         timeout=timeout,
         progress=progress if show_progress and sys.stderr.isatty() else None,
+        observed=observed if keep is not None else None,
     )
     return Run.model_validate(
         {
@@ -208,9 +241,17 @@ def _previous_metrics(metrics_file: Path) -> str:
         return ""
 
 
-def _finish(run: Run, *, log_file: Path | None, metrics_file: Path | None, quiet: bool) -> None:
-    """Report ``run``: log lines, metrics, then the summary (on standard error when quiet and
-    something went wrong, on standard output otherwise)."""
+def _finish(
+    run: Run,
+    *,
+    log_file: Path | None,
+    metrics_file: Path | None,
+    quiet: bool,
+    snapshot: tuple[Path, str] | None = None,
+) -> None:
+    """Report ``run``: log lines, metrics, the snapshot file (``snapshot``: its path and text),
+    then the summary (on standard error when quiet and something went wrong, on standard output
+    otherwise)."""
     from lxdgpu_reconcile.report import metrics, reconcile_log, reconcile_text
 
     problems = []
@@ -228,6 +269,11 @@ def _finish(run: Run, *, log_file: Path | None, metrics_file: Path | None, quiet
             problems.append(f"cannot write the metrics file {metrics_file}: {exc.reason}")
         except OSError as exc:
             problems.append(f"cannot write the metrics file {metrics_file}: {exc.strerror or exc}")
+    if snapshot is not None:
+        try:
+            files.write_atomic(*snapshot)
+        except files.FileWriteError as exc:
+            problems.append(f"cannot write the snapshot file {snapshot[0]}: {exc.reason}")
     if not quiet:
         for line in reconcile_text.lines(run):
             out.print(line)

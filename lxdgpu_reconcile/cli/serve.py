@@ -1,7 +1,8 @@
 """``serve``: the read-only fleet web page, refreshed from LXD in the background.
 
 I/O: reads the fleet file (through ``service``), observes every host every ``--interval``
-seconds in a background thread (read only), and serves HTTP with uvicorn until interrupted.
+seconds in a background thread (read only) and plans against each observation (reading the
+template files and ``/proc``), and serves HTTP with uvicorn until interrupted.
 """
 
 from __future__ import annotations
@@ -49,11 +50,13 @@ def serve(
 
     from lxdgpu_reconcile.observe.reading import observe_fleet
     from lxdgpu_reconcile.web.board import Board, Observation, Observer
+    from lxdgpu_reconcile.web.pending import Planner
     from lxdgpu_reconcile.web.server import create_app
     from lxdgpu_reconcile.web.view import page_data
 
     host, port = parse_listen(listen)
-    spec = load(fleet, lab).fleet
+    loaded = load(fleet, lab)
+    spec = loaded.fleet
     check_free(host, port)
 
     def observe() -> FleetSnapshot:
@@ -63,7 +66,8 @@ def serve(
     def build(observation: Observation) -> dict[str, object]:
         return page_data(spec, observation, interval=interval)
 
-    board = Board(build)
+    # Each observation is also planned against (default options), to show pending changes.
+    board = Board(build, plan=Planner(spec, loaded.site, lambda: loaded.template_files))
     observer = Observer(board, observe, interval=interval)
     web = create_app(board, title=title, observer=observer, stale_after=3 * interval + timeout)
     shown = f"[{host}]" if ":" in host else host

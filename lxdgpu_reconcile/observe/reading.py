@@ -193,12 +193,15 @@ def host_snapshot(name: str, endpoint: str, raw: RawHost) -> HostSnapshot:
     instances = (parse_instance(item) for item in raw.instances)
     profiles = (parse_profile(item) for item in raw.profiles)
     pools = (parse_pool(item) for item in raw.pools)
+    memory = parse_memory(raw.resources)
     return HostSnapshot(
         host=name,
         endpoint=endpoint,
         server_version=str(environment.get("server_version", "")),
         api_extensions=tuple(raw.server.get("api_extensions") or ()),
         cpus=int((raw.resources.get("cpu") or {}).get("total", 0)),
+        memory_total=memory.get("total"),
+        memory_used=memory.get("used"),
         gpus=parse_gpus(raw.resources),
         instances={i.name: i for i in sorted(instances, key=lambda i: i.name)},
         profiles={p.name: p for p in sorted(profiles, key=lambda p: p.name)},
@@ -269,6 +272,20 @@ def parse_image(data: Json) -> ImageObs:
 def parse_pool(data: Json) -> PoolObs:
     """A storage pool from ``GET /1.0/storage-pools?recursion=1``."""
     return PoolObs(name=data["name"], driver=data["driver"], status=data.get("status") or "")
+
+
+def parse_memory(resources: Json) -> dict[str, int]:
+    """``total`` and ``used`` bytes of ``GET /1.0/resources`` ``memory``, those that are
+    whole non-negative numbers (the figures are shown only: another value is left out rather
+    than making the host unreadable)."""
+    memory = resources.get("memory")
+    if not isinstance(memory, Mapping):
+        return {}
+    return {
+        key: value
+        for key in ("total", "used")
+        if type(value := memory.get(key)) is int and value >= 0
+    }
 
 
 def parse_gpus(resources: Json) -> tuple[GpuObs, ...]:

@@ -1,8 +1,9 @@
 """Snapshot files: an observation of the fleet's hosts saved as JSON, and read back. Does I/O.
 
-``status --snapshot-out FILE`` writes one (``write``); ``plan --state FILE`` plans against it
-instead of the live hosts (``read``), e.g. in a pull-request's CI job, which has no credentials
-for the servers. The format (documented in docs/performance.md, "Snapshot files")::
+``status --snapshot-out FILE`` and ``reconcile --snapshot-out FILE`` write one (``write``);
+``plan --state FILE`` plans against it instead of the live hosts (``read``), e.g. in a
+pull-request's CI job, which has no credentials for the servers. The format (documented in
+docs/performance.md, "Snapshot files")::
 
     {"format": "lxdgpu-reconcile-snapshot", "format_version": 1,
      "taken_at": "2024-05-01T02:00:00+00:00", "tool_version": "0.1.0",

@@ -7,6 +7,7 @@ fleet file and the reporting.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lxdgpu_reconcile import service
@@ -14,6 +15,7 @@ from lxdgpu_reconcile.execute import executor
 from lxdgpu_reconcile.execute.results import ApplyReport
 from lxdgpu_reconcile.planning import model as plans
 from lxdgpu_reconcile.reconcile import policy as policies
+from lxdgpu_reconcile.state import FleetSnapshot
 
 #: Seconds each host gets to answer the observation.
 OBSERVE_TIMEOUT = 30.0
@@ -33,14 +35,19 @@ def run_cycle(
     *,
     timeout: float,
     progress: executor.Progress | None = None,
+    observed: Callable[[FleetSnapshot], None] | None = None,
 ) -> Cycle:
     """Observe every host, plan, govern the plan with ``decision`` and apply what it allows
     (``service.plan`` and ``service.apply``, as ``apply`` does).
 
     Nothing is applied when the plan has errors not tied to a host, or nothing is left to do.
+    ``observed`` is given the observation the plan was made from, before anything is applied
+    (``reconcile --snapshot-out``).
     """
     request = service.PlanRequest(prune=decision.prune, allow_restart=decision.allow_restart)
     planned = service.plan(loaded, request, timeout=min(timeout, OBSERVE_TIMEOUT))
+    if observed is not None:
+        observed(planned.snapshot)
     plan = policies.govern(planned.plan, decision)
     if plan.errors or all(action.pending is not None for action in plan.actions):
         return Cycle(plan=plan, report=ApplyReport())

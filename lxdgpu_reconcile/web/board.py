@@ -4,19 +4,25 @@
 cannot be read keeps its last known state, marked stale, with the error. ``Board`` holds the
 current state behind a lock; ``Observer`` calls an observe function (the existing parallel
 observer, given by the command line) every ``interval`` seconds in a daemon thread. Page views
-only read the board: they never cause an LXD request.
+only read the board: they never cause an LXD request. With a ``plan`` function (``serve``
+gives ``pending.Planner``), the board plans against each new observation once, when it records
+it, so that the page shows what a plan would change on each container.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lxdgpu_reconcile.state import FleetSnapshot, HostError, HostSnapshot
+
+if TYPE_CHECKING:
+    from lxdgpu_reconcile.web.pending import Changes
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,9 @@ class Observation:
     rounds: int = 0
     #: Host read failures since the start, by host.
     errors: dict[str, int] = field(default_factory=dict)
+    #: What a plan against this round's snapshot would change, by container; None without a
+    #: planner.
+    changes: Changes | None = None
     #: The page data built once per round (``view.page_data``), served as it is.
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -84,9 +93,14 @@ class Board:
     """The current ``Observation``, replaced whole under a lock; readers get it without waiting
     for an observation."""
 
-    def __init__(self, build: Callable[[Observation], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        build: Callable[[Observation], dict[str, Any]],
+        plan: Callable[[FleetSnapshot], Changes] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._build = build
+        self._plan = plan
         self._current = Observation(data=build(Observation()))
         #: Observation rounds that raised instead of returning a snapshot (a bug, not a host
         #: problem: those are in the snapshot); the board then keeps what it had.
@@ -99,14 +113,9 @@ class Board:
 
     def record(self, snapshot: FleetSnapshot, *, duration: float, now: datetime) -> None:
         merged = merge(self.current, snapshot, now=now, duration=duration)
-        merged = Observation(
-            hosts=merged.hosts,
-            finished_at=merged.finished_at,
-            duration=merged.duration,
-            rounds=merged.rounds,
-            errors=merged.errors,
-            data=self._build(merged),
-        )
+        if self._plan is not None:
+            merged = dataclasses.replace(merged, changes=self._plan(snapshot))
+        merged = dataclasses.replace(merged, data=self._build(merged))
         with self._lock:
             self._current = merged
 

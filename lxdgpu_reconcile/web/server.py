@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lxdgpu_reconcile.web.board import Board, Observer
 from lxdgpu_reconcile.web.prometheus import metrics_text
+from lxdgpu_reconcile.web.view import memory_text, notes
 
 STATIC = Path(__file__).parent / "static"
 
@@ -46,6 +47,7 @@ _templates = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+_templates.globals.update(notes=notes, memory=memory_text)
 
 
 def render_page(data: dict[str, Any], *, title: str) -> str:

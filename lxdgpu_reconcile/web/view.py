@@ -2,10 +2,12 @@
 
 Pure. The shape is that of ``status --format json`` (``report.status.status_json``, format 1),
 built from the last snapshot of each host, with fields added for the page (docs/web.md):
-top-level ``observed_at``, ``interval`` and ``round``; per host ``stale``, ``read_at``,
-``attempted_at`` and each GPU's ``holders``; per container ``stale``, ``description``,
-``gpus``, ``cuda`` and ``outdated``. Error texts are stripped of file paths of certificates
-and keys, so the page can be shown to anyone.
+top-level ``observed_at``, ``interval``, ``round`` and ``pending_error``; per host ``stale``,
+``read_at``, ``attempted_at``, ``memory_total``, ``memory_used`` and each GPU's ``holders``; per
+container ``stale``, ``description``, ``gpus``, ``cuda``, ``outdated`` and ``pending`` (what a
+plan against the observation would change: ``web.pending``, made when the board records it).
+Error texts are stripped of file paths of certificates and keys, so the page can be shown to
+anyone. ``notes`` and ``memory_text`` make two cells of the page (``page.js`` does the same).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.planning.desired_profiles import cuda_profile_name
-from lxdgpu_reconcile.report.status import status_json
+from lxdgpu_reconcile.report.status import ABSENT, UNKNOWN, status_json
 from lxdgpu_reconcile.state import FleetSnapshot, HostError, HostSnapshot, InstanceObs
 from lxdgpu_reconcile.web.board import Observation
 
@@ -32,11 +34,14 @@ def page_data(fleet: Fleet, observation: Observation, *, interval: float) -> dic
     snapshot = FleetSnapshot(hosts={name: view.shown for name, view in views.items()})
     data = status_json(fleet, snapshot)
     secrets = _secret_paths(fleet)
+    changes = observation.changes.by_container if observation.changes is not None else {}
     for host in data["hosts"]:
         view = views[host["name"]]
         host["stale"] = view.stale
         host["read_at"] = _time(view.read_at)
         host["attempted_at"] = _time(view.attempted_at)
+        host["memory_total"] = view.shown.memory_total
+        host["memory_used"] = view.shown.memory_used
         if view.error is not None:
             host["reachable"] = False
             host["error"] = _error_json(view.error, secrets)
@@ -53,10 +58,14 @@ def page_data(fleet: Fleet, observation: Observation, *, interval: float) -> dic
             v for v in fleet.cuda if cuda_profile_name(v) in container["profiles"]
         )
         container["outdated"] = _outdated(fleet, view.shown, container)
+        container["pending"] = list(changes.get((container["host"], container["name"]), ()))
     data["ok"] = all(host["reachable"] for host in data["hosts"])
     data["observed_at"] = _time(observation.finished_at)
     data["interval"] = interval
     data["round"] = observation.rounds
+    planned = observation.changes
+    error = planned.error if planned is not None else None
+    data["pending_error"] = None if error is None else scrub(error, secrets)
     return data
 
 
@@ -131,3 +140,25 @@ def _outdated(fleet: Fleet, host: HostSnapshot, container: Mapping[str, Any]) ->
     if current is None:
         return None
     return bool(current.fingerprint != container["image_fingerprint"])
+
+
+def notes(container: Mapping[str, Any]) -> list[str]:
+    """The Notes column of a container of ``page_data``: where a finished move took it, or that
+    the tool does not manage it, then what a plan would change (``pending``)."""
+    found: list[str] = []
+    if container.get("moved_to"):
+        found.append(f"moved to {container['moved_to']}")
+    elif not container.get("managed") and container.get("state") not in (ABSENT, UNKNOWN):
+        found.append("not managed")
+    return found + list(container.get("pending") or ())
+
+
+GIB = 1024**3
+
+
+def memory_text(host: Mapping[str, Any]) -> str:
+    """A host's memory of ``page_data`` as "12.3 / 31.2 GiB" (used / total), or "31.2 GiB"
+    when only the total is known."""
+    total = f"{host['memory_total'] / GIB:.1f} GiB"
+    used = host.get("memory_used")
+    return total if used is None else f"{used / GIB:.1f} / {total}"

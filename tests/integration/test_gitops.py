@@ -2,10 +2,10 @@
 
 One scenario on a lab of its own (two hosts, three users), run in order: a saved plan applied
 exactly; saved plans refused after a change by hand, after a fleet edit and after an edit of
-the plan file itself; reconcile correcting drift, holding a restart back under the default policy
-and applying it when the policy (always, or a time window) allows; a paused user left alone;
-two reconcile runs at once, and a run that finds the lock held. Each step starts from where the
-last one left the hosts.
+the plan file itself; reconcile correcting drift (its ``--snapshot-out`` giving the plan it made),
+holding a restart back under the default policy and applying it when the policy (always, or a
+time window) allows; a paused user left alone; two reconcile runs at once, and a run that finds
+the lock held. Each step starts from where the last one left the hosts.
 """
 
 from __future__ import annotations
@@ -275,6 +275,23 @@ def test_reconcile_corrects_drift_made_by_hand(world: World) -> None:
     converged = world.reconcile()
     assert converged.exit_code == 0, converged.output
     assert last_run(world.log_lines())["result"] == "converged"
+
+
+def test_a_reconcile_snapshot_plans_as_the_hosts_did_before_the_run(world: World) -> None:
+    world.lxc("server01", "config", "set", "tom-container", "limits.cpu", "3")
+    before = world.cli("plan", "--format", "json")
+    snapshot = world.work / "reconcile-snapshot.json"
+
+    result = world.reconcile("--snapshot-out", str(snapshot))
+    offline = world.cli("plan", "--format", "json", "--state", str(snapshot))
+
+    assert result.exit_code == 2, result.output
+    assert before.exit_code == offline.exit_code == 0, offline.output
+    assert json.loads(before.stdout)["summary"]["update"] == 1
+    # The plan from the snapshot is the one the run made, before it corrected the drift.
+    assert offline.stdout == before.stdout
+    after = world.cli("plan", "--format", "json")
+    assert json.loads(after.stdout)["summary"]["update"] == 0
 
 
 def _window(start: datetime.datetime, hours: int) -> str:

@@ -1,6 +1,8 @@
 """The CI jobs, cron line and systemd units in docs/gitops.md and docs/reconcile.md work as
 written: every lxdgpu-reconcile command in them parses with this version's options, every YAML
-block is YAML, and the systemd units pass ``systemd-analyze verify`` where it is installed."""
+block is YAML, and the systemd units pass ``systemd-analyze verify`` where it is installed. The
+pull-request jobs that plan from the cron job's snapshot use ``--state`` and no credential for the
+servers, and say when the snapshot was taken."""
 
 from __future__ import annotations
 
@@ -121,10 +123,21 @@ def test_the_systemd_units_verify(tmp_path: Path) -> None:
 # --- the CI jobs and the example fleet -----------------------------------------------------------
 
 
+def _yaml_blocks() -> list[dict[str, Any]]:
+    page = (REPO / "docs/gitops.md").read_text()
+    return [yaml.safe_load(text) for lang, text in _BLOCK.findall(page) if lang == "yaml"]
+
+
 def _ci() -> tuple[dict[str, Any], dict[str, Any]]:
     """The GitHub Actions workflow and the GitLab CI file of docs/gitops.md."""
-    page = (REPO / "docs/gitops.md").read_text()
-    github, gitlab = (yaml.safe_load(text) for lang, text in _BLOCK.findall(page) if lang == "yaml")
+    github, gitlab, _, _ = _yaml_blocks()
+    return github, gitlab
+
+
+def _snapshot_ci() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pull-request jobs that plan from the cron job's snapshot: GitHub's workflow, GitLab's
+    job."""
+    _, _, github, gitlab = _yaml_blocks()
     return github, gitlab
 
 
@@ -229,3 +242,96 @@ def test_the_apply_job_applies_only_the_reviewed_plan(
     if status:
         assert "changed since it was reviewed" in done.stderr
         assert summary.read_text() == "the new plan\n"
+
+
+# --- the pull-request jobs that plan from the cron job's snapshot --------------------------------
+
+
+def test_the_snapshot_jobs_plan_from_the_snapshot_with_no_credential_for_the_servers() -> None:
+    github, gitlab = _snapshot_ci()
+    assert list(github[True]) == ["pull_request"]  # YAML 1.1 reads the key `on` as true
+    (job,) = github["jobs"].values()
+    assert job["runs-on"] == "ubuntu-latest"  # no self-hosted runner that reaches the hosts
+    ((name, mr_job),) = gitlab.items()
+    assert name == "plan-mr-snapshot" and mr_job["extends"] == ".tool" and "tags" not in mr_job
+    assert mr_job["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "merge_request_event"'}]
+    assert mr_job["artifacts"]["paths"] == ["plan.md"]  # not the snapshot: its config is unmasked
+    for ci in (github, gitlab):
+        text = yaml.safe_dump(ci)
+        assert "certs/" not in text and "LXD_CLIENT" not in text and "lxd-fleet]" not in text
+        shell = _shell(ci)
+        assert "--output snapshot.json" in shell
+        (plan,) = [
+            line for line in shell.splitlines() if line.lstrip().startswith("lxdgpu-reconcile ")
+        ]
+        args = shlex.split(plan.split("lxdgpu-reconcile ", 1)[1].split(">")[0])
+        assert args == [
+            "plan",
+            "-f",
+            "fleet.yaml",
+            "--state",
+            "snapshot.json",
+            "--format",
+            "markdown",
+        ]
+        _parse(args)
+
+
+def _plan_scripts() -> list[str]:
+    """The shell that plans and writes ``plan.md``: GitHub's step, GitLab's script lines between
+    the fetch and the post."""
+    github, gitlab = _snapshot_ci()
+    (job,) = github["jobs"].values()
+    (step,) = [s for s in job["steps"] if "--state" in s.get("run", "")]
+    return [step["run"], "\n".join(gitlab["plan-mr-snapshot"]["script"][1:-2])]
+
+
+_PLAN_STUB = """#!/bin/sh
+echo "$*" >> calls.log
+if [ "$PLAN_STATUS" != 1 ]; then printf '<!-- lxdgpu-reconcile plan -->\\nthe plan\\n'; fi
+exit "$PLAN_STATUS"
+"""
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["github", "gitlab"])
+@pytest.mark.parametrize(
+    ("plan_status", "snapshot", "comment"),
+    [
+        (0, '{"taken_at": "2026-05-01T02:00:00+00:00"}', "the plan\n"),
+        (2, '{"taken_at": "2026-05-01T02:00:00+00:00"}', "the plan\n"),
+        (1, "not json", "No plan: see the job log.\n"),
+    ],
+    ids=["plan", "changes", "bad-snapshot"],
+)
+def test_the_snapshot_job_says_when_the_snapshot_was_taken(
+    tmp_path: Path, which: int, plan_status: int, snapshot: str, comment: str
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stub = bin_dir / "lxdgpu-reconcile"
+    stub.write_text(_PLAN_STUB)
+    stub.chmod(0o755)
+    (tmp_path / "snapshot.json").write_text(snapshot)
+    output = tmp_path / "output"
+    done = subprocess.run(
+        ["bash", "-e", "-c", _plan_scripts()[which]],
+        cwd=tmp_path,
+        env={
+            "PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin",
+            "PLAN_STATUS": str(plan_status),
+            "GITHUB_OUTPUT": str(output),
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr  # the comment is posted; the status decides later
+    calls = (tmp_path / "calls.log").read_text()
+    assert calls == "plan -f fleet.yaml --state snapshot.json --format markdown\n"
+    taken = "2026-05-01T02:00:00+00:00" if plan_status != 1 else "an unknown time"
+    assert (tmp_path / "plan.md").read_text() == (
+        f"<!-- lxdgpu-reconcile plan -->\n{comment}"
+        f"\nPlanned against the snapshot taken at {taken}, not the live hosts.\n"
+    )
+    if which == 0:
+        assert output.read_text() == f"status={plan_status}\n"

@@ -336,6 +336,39 @@ def test_host_snapshot_of_an_empty_host() -> None:
     assert snap.cpus == 0 and snap.gpus == () and snap.instances == {} and snap.images == ()
 
 
+def test_host_snapshot_reads_memory_total_and_used() -> None:
+    snap = reading.host_snapshot("server01", "https://127.0.0.1:8443", raw_host())
+
+    assert (snap.memory_total, snap.memory_used) == (25769803776, 738029568)
+
+
+def test_memory_not_read_is_none() -> None:
+    empty = reading.host_snapshot("server02", "unix:///x", reading.RawHost(server=SERVER))
+    no_memory = {k: v for k, v in RESOURCES.items() if k != "memory"}
+    without = reading.host_snapshot("server02", "unix:///x", raw_host(resources=no_memory))
+
+    assert (empty.memory_total, empty.memory_used) == (None, None)
+    assert (without.memory_total, without.memory_used) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "memory",
+    [
+        {"total": "lots", "used": -1},
+        {"total": 1.5, "used": True},
+        {"total": None},
+        ["not", "a", "mapping"],
+    ],
+)
+def test_memory_values_that_are_not_byte_counts_are_left_out(memory: Any) -> None:
+    raw = raw_host(resources={**RESOURCES, "memory": memory})
+
+    snap = reading.host_snapshot("server01", "https://127.0.0.1:8443", raw)
+
+    assert snap.reachable and snap.cpus == 32
+    assert (snap.memory_total, snap.memory_used) == (None, None)
+
+
 def test_snapshot_is_pure_data() -> None:
     snap = reading.host_snapshot("server01", "https://127.0.0.1:8443", raw_host())
 

@@ -40,8 +40,9 @@
     }
     if (host.lxd_version || host.cpus) {
       const dl = el("dl");
-      const pairs = [["LXD", host.lxd_version || "-"], ["CPUs", host.cpus ?? "-"],
-        ["Containers", host.containers ?? "-"]];
+      const pairs = [["LXD", host.lxd_version || "-"], ["CPUs", host.cpus ?? "-"]];
+      if (host.memory_total) pairs.push(["Memory", memory(host)]);
+      pairs.push(["Containers", host.containers ?? "-"]);
       if (host.stale) pairs.push(["Read at", new Date(host.read_at).toLocaleString()]);
       for (const [term, value] of pairs) {
         dl.appendChild(el("dt", term));
@@ -78,10 +79,20 @@
     return value === null || value === undefined ? "" : String(value);
   }
 
+  // The same text as notes() in server.py.
   function notes(c) {
-    if (c.moved_to) return "moved to " + c.moved_to;
-    if (!c.managed && c.state !== "absent" && c.state !== "unknown") return "not managed";
-    return "";
+    const found = [];
+    if (c.moved_to) found.push("moved to " + c.moved_to);
+    else if (!c.managed && c.state !== "absent" && c.state !== "unknown") found.push("not managed");
+    return found.concat(c.pending || []).join("; ");
+  }
+
+  // The same text as memory() in server.py: "12.3 / 31.2 GiB" (used / total).
+  function memory(host) {
+    const gib = (bytes) => (bytes / 1024 ** 3).toFixed(1);
+    const total = gib(host.memory_total) + " GiB";
+    return host.memory_used === null || host.memory_used === undefined
+      ? total : gib(host.memory_used) + " / " + total;
   }
 
   function cell(label, text, className) {
@@ -150,6 +161,9 @@
       return sortDir * (primary || cellValue(a, "name").localeCompare(cellValue(b, "name")));
     });
     document.getElementById("rows").replaceChildren(...sorted.map(renderRow));
+    const planError = document.getElementById("pending-error");
+    planError.textContent = "Pending changes unknown: " + (data.pending_error || "");
+    planError.hidden = !data.pending_error;
     const observed = document.getElementById("observed-at");
     observed.dateTime = data.observed_at || "";
     observed.textContent = data.observed_at ? new Date(data.observed_at).toLocaleString() : "not yet";
