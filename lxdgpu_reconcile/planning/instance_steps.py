@@ -225,11 +225,14 @@ class InstanceSteps:
             },
             given=("name", "alias", "profiles", "config", "devices"),
         )
+        unseen = [h for h in self.moves.unseen if h != self.host] if after is None else []
         create = self.add(
             ActionKind.CREATE,
             ref,
             "create",
             reason=f"user {want.user} has no container on {self.host}",
+            pending=_unseen_words(unseen, want.user) if unseen else None,
+            hold=Hold.UNSEEN_HOSTS if unseen else None,
             changes=diff.diff(wanted, diff.EMPTY),
             depends_on=[
                 *self._profile_deps(want.profiles),
@@ -441,3 +444,12 @@ def _moved_words(obs: state.InstanceObs) -> str:
 def _protected(obs: state.InstanceObs) -> bool:
     config = obs.expanded_config or obs.config
     return config.get("security.protection.delete", "false").lower() == "true"
+
+
+def _unseen_words(hosts: list[str], user: str) -> str:
+    """Why the create of ``user``'s container waits while ``hosts`` could not be read."""
+    where = ", ".join(hosts)
+    return (
+        f"{where} could not be read, and {user}'s container may be there (a move would take it "
+        "from there): created once every host answers, so that no user ever has two containers"
+    )

@@ -65,6 +65,7 @@ class Hold(StrEnum):
     POLICY = "policy"  # held back by reconcile's policy (see reconcile.policy)
     UNMANAGED_USERS = "unmanaged-users"  # a profile write reaching untagged containers
     GPU_BUSY = "gpu-busy"  # it would stop a container whose GPUs are in use (no --force)
+    UNSEEN_HOSTS = "unseen-hosts"  # a create while a host that may hold the user is unread
 
 
 # --- bodies: exactly what is written --------------------------------------------------------------

@@ -57,6 +57,8 @@ class MovePlan(Frozen):
     to: dict[str, MoveSource] = Field(default_factory=dict)
     #: ``HOST/NAME`` of every source a move takes: never planned for deletion meanwhile.
     away: tuple[str, ...] = ()
+    #: Hosts that could not be read: a user's container may be there, out of sight.
+    unseen: tuple[str, ...] = ()
 
 
 def key(host: str, name: str) -> str:
@@ -88,7 +90,9 @@ def find_moves(desired: desiring.DesiredState, snapshot: state.FleetSnapshot) ->
             if found is not None:
                 to[key(host, name)] = found
     away = tuple(key(s.host, s.name) for s in to.values())
-    return MovePlan(to=to, away=away)
+    unseen = {h for h, seen in snapshot.hosts.items() if not seen.reachable}
+    unseen.update(h for h in desired.hosts if h not in snapshot.hosts)
+    return MovePlan(to=to, away=away, unseen=tuple(sorted(unseen)))
 
 
 def _source(

@@ -94,7 +94,7 @@ def test_text_golden(name: str) -> None:
 def test_summary_line() -> None:
     made = support.plan_scenario(MIXED, prune=True)
     assert plan_text.plain(made).splitlines()[-1] == (
-        "Plan: 2 to create, 1 to update, 0 to restart, 0 to delete, 2 pending."
+        "Plan: 1 to create, 1 to update, 0 to restart, 0 to delete, 3 pending."
     )
 
 
