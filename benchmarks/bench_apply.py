@@ -39,19 +39,19 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from benchmarks.common import (
+    LAB_HOSTS,
     Goal,
     Sample,
+    lab_fleet_text,
     machine_info,
     parse_args,
     print_machine,
     print_table,
     run_command,
     run_paired,
+    say,
     write_json,
 )
 from lxdgpu_reconcile import service
@@ -60,63 +60,14 @@ from lxdgpu_reconcile.lab import LabState, lab_down, lab_up
 from lxdgpu_reconcile.planning import model as plans
 
 REPO = Path(__file__).resolve().parent.parent
-HOSTS = ("server01", "server02")
+HOSTS = LAB_HOSTS
 #: First host uid of the generated users (one uid/gid each).
 FIRST_UID = 30000
 
 
 def fleet_text(per_host: int) -> str:
     """A fleet of ``per_host`` users on each of the two hosts, every container running."""
-    users: dict[str, Any] = {}
-    for h, host in enumerate(HOSTS):
-        for i in range(per_host):
-            uid = FIRST_UID + h * per_host + i
-            users[f"a{h}x{i:03d}"] = {"host": host, "template": "base", "uid": uid, "gid": uid}
-    data = {
-        "version": 1,
-        "defaults": {
-            "container_user": "ubuntu",
-            "container_uid": 1000,
-            "home_source": "/home/{user}",
-            "home_path": "/home/ubuntu/{user}",
-            "profiles": ["default"],
-            "cpu": "1",
-            "state": "running",
-        },
-        "hosts": {
-            host: {
-                "endpoint": f"https://192.0.2.{11 + h}:8443",
-                "client_cert": "certs/client.crt",
-                "client_key": "certs/client.key",
-                "server_cert": f"certs/{host}.crt",
-            }
-            for h, host in enumerate(HOSTS)
-        },
-        "image_servers": {
-            "lab-images": {"url": "https://images.example.net/", "protocol": "simplestreams"}
-        },
-        "profiles": {
-            "default": {
-                "description": "Every user container",
-                "config": {"boot.autostart": "false"},
-                "devices": {"root": {"type": "disk", "path": "/", "pool": "default"}},
-            }
-        },
-        "templates": {
-            "base": {
-                "alias": "template-busybox",
-                "base": "lab-images:busybox",
-                "build_host": HOSTS[0],
-                "steps": ["true"],
-            }
-        },
-        "users": users,
-    }
-    return "# bench_apply's fleet (generated)\n" + yaml.safe_dump(data, sort_keys=False)
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    return lab_fleet_text(per_host, prefix="a", first_uid=FIRST_UID, name="bench_apply")
 
 
 class Bench:

@@ -42,18 +42,20 @@ from typing import Any
 
 import requests
 import requests.adapters
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from benchmarks.common import (
+    LAB_HOSTS,
     Goal,
+    lab_fleet_text,
     machine_info,
     parse_args,
     print_machine,
     print_table,
     run_command,
     run_paired,
+    say,
     write_json,
 )
 from lxdgpu_reconcile import service
@@ -63,66 +65,14 @@ from lxdgpu_reconcile.lab import lab_down, lab_up
 from lxdgpu_reconcile.planning import model as plans
 
 REPO = Path(__file__).resolve().parent.parent
-HOSTS = ("server01", "server02")
+HOSTS = LAB_HOSTS
 #: First host uid of the generated users (one uid/gid each).
 FIRST_UID = 20000
 
 
 def fleet_text(per_host: int) -> str:
     """A fleet of ``per_host`` users on each of the two hosts, every container running."""
-    users: dict[str, Any] = {}
-    for h, host in enumerate(HOSTS):
-        for i in range(per_host):
-            uid = FIRST_UID + h * per_host + i
-            users[f"u{h}x{i:03d}"] = {"host": host, "template": "base", "uid": uid, "gid": uid}
-    data = {
-        "version": 1,
-        "defaults": {
-            "container_user": "ubuntu",
-            "container_uid": 1000,
-            "home_source": "/home/{user}",
-            "home_path": "/home/ubuntu/{user}",
-            "profiles": ["default"],
-            "cpu": "1",
-            "state": "running",
-        },
-        "hosts": {
-            host: {
-                "endpoint": f"https://192.0.2.{11 + h}:8443",
-                "client_cert": "certs/client.crt",
-                "client_key": "certs/client.key",
-                "server_cert": f"certs/{host}.crt",
-            }
-            for h, host in enumerate(HOSTS)
-        },
-        "image_servers": {
-            "lab-images": {"url": "https://images.example.net/", "protocol": "simplestreams"}
-        },
-        "profiles": {
-            "default": {
-                "description": "Every user container",
-                "config": {"boot.autostart": "false"},
-                "devices": {"root": {"type": "disk", "path": "/", "pool": "default"}},
-            }
-        },
-        "templates": {
-            "base": {
-                "alias": "template-busybox",
-                "base": "lab-images:busybox",
-                "build_host": HOSTS[0],
-                "steps": ["true"],
-            }
-        },
-        "users": users,
-    }
-    return "# bench_plan's fleet (generated)\n" + yaml.safe_dump(data, sort_keys=False)
-
-
-# --- the lab fleet --------------------------------------------------------------------------------
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    return lab_fleet_text(per_host, prefix="u", first_uid=FIRST_UID, name="bench_plan")
 
 
 def bring_up(work: Path, per_host: int) -> tuple[Path, Path, service.Loaded]:

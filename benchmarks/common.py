@@ -38,7 +38,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+import yaml
 
 __all__ = [
     "Goal",
@@ -345,3 +347,71 @@ def write_json(
         **(dict(extra) if extra else {}),
     }
     args.json.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+# --- lab fleets -----------------------------------------------------------------------------------
+
+#: The lab hosts of the benchmarks that build a lab fleet.
+LAB_HOSTS = ("server01", "server02")
+
+
+def lab_fleet_text(per_host: int, *, prefix: str, first_uid: int, name: str) -> str:
+    """A fleet of ``per_host`` users on each of the two lab hosts ``LAB_HOSTS``, every container
+    running, users named ``{prefix}{host index}x{number}`` from host uid ``first_uid``; ``name``
+    heads the file as a comment."""
+    users: dict[str, Any] = {}
+    for h, host in enumerate(LAB_HOSTS):
+        for i in range(per_host):
+            uid = first_uid + h * per_host + i
+            users[f"{prefix}{h}x{i:03d}"] = {
+                "host": host,
+                "template": "base",
+                "uid": uid,
+                "gid": uid,
+            }
+    data = {
+        "version": 1,
+        "defaults": {
+            "container_user": "ubuntu",
+            "container_uid": 1000,
+            "home_source": "/home/{user}",
+            "home_path": "/home/ubuntu/{user}",
+            "profiles": ["default"],
+            "cpu": "1",
+            "state": "running",
+        },
+        "hosts": {
+            host: {
+                "endpoint": f"https://192.0.2.{11 + h}:8443",
+                "client_cert": "certs/admin.crt",
+                "client_key": "certs/admin.key",
+                "server_cert": f"certs/{host}.crt",
+            }
+            for h, host in enumerate(LAB_HOSTS)
+        },
+        "image_servers": {
+            "lab-images": {"url": "https://images.example.net/", "protocol": "simplestreams"}
+        },
+        "profiles": {
+            "default": {
+                "description": "Every user container",
+                "config": {"boot.autostart": "false"},
+                "devices": {"root": {"type": "disk", "path": "/", "pool": "default"}},
+            }
+        },
+        "templates": {
+            "base": {
+                "alias": "template-busybox",
+                "base": "lab-images:busybox",
+                "build_host": LAB_HOSTS[0],
+                "steps": ["true"],
+            }
+        },
+        "users": users,
+    }
+    return f"# {name}'s fleet (generated)\n" + yaml.safe_dump(data, sort_keys=False)
+
+
+def say(text: str) -> None:
+    """A progress line on standard error."""
+    print(text, file=sys.stderr, flush=True)

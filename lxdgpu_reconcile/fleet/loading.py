@@ -23,8 +23,9 @@ from pydantic_core import ErrorDetails
 
 from lxdgpu_reconcile.fleet import checks as rules
 from lxdgpu_reconcile.fleet.models import FORMAT_VERSION, Fleet
-from lxdgpu_reconcile.fleet.yamlsource import Document, LimitError, Mark, gc_paused, parse
+from lxdgpu_reconcile.fleet.yamlsource import Document, LimitError, Mark, parse
 from lxdgpu_reconcile.fleet.yamlsource import Path as KeyPath
+from lxdgpu_reconcile.gcpause import gc_paused
 
 
 @dataclass(frozen=True, order=True)
@@ -110,7 +111,7 @@ def load_fleet(path: Path) -> LoadResult:
     return load_text(text, name=name, base_dir=path.parent)
 
 
-@gc_paused()  # a large fleet's objects are made in bulk (fleet.yamlsource.gc_paused)
+@gc_paused()  # a large fleet's objects are made in bulk (lxdgpu_reconcile.gcpause)
 def load_text(text: str, *, name: str = "fleet.yaml", base_dir: Path | None = None) -> LoadResult:
     """Validate fleet text; ``base_dir`` anchors relative certificate paths (none: left as is)."""
     path = Path(name)

@@ -25,13 +25,12 @@ parse superlinear in the size of the text.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import yaml
+
+from lxdgpu_reconcile.gcpause import gc_paused
 
 #: A path into the data: mapping keys and sequence indexes.
 Path = tuple[str | int, ...]
@@ -170,22 +169,6 @@ if getattr(yaml, "__with_libyaml__", False):  # pragma: no branch
 
     _CSafeLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
     _CLoader = _CSafeLoader
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for the body (reference counting still frees); what
-    the body made goes to the oldest generation as it is (``gc.freeze`` then ``gc.unfreeze``),
-    not scanned all at once by the next collection."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.freeze()
-            gc.unfreeze()
-            gc.enable()
 
 
 def parse(text: str) -> Document:

@@ -1,16 +1,14 @@
 """Making the planner's models in bulk: tens of thousands per plan for a large fleet. Pure.
 
 ``trusted`` makes a frozen model from values that are already of its fields' types, without
-validating them again; ``gc_paused`` pauses Python's cyclic garbage collector while a plan's
-objects are made (they hold no reference cycles; its passes over a heap that grows with the
+validating them again; ``gcpause.gc_paused`` pauses Python's cyclic garbage collector while a
+plan's objects are made (they hold no reference cycles; its passes over a heap that grows with the
 fleet made planning superlinear in the number of users).
 """
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -32,21 +30,3 @@ def trusted(cls: type[_M], fields: dict[str, Any], given: Iterable[str] | None =
     object.__setattr__(made, "__pydantic_extra__", None)
     object.__setattr__(made, "__pydantic_private__", None)
     return made
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for the body; reference counting still frees.
-
-    Restores the collector's previous state (a caller that paused it keeps it paused). What the
-    body made is moved to the oldest generation as it is (``gc.freeze`` then ``gc.unfreeze``):
-    otherwise the first collection after the body would scan all of it at once."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.freeze()
-            gc.unfreeze()
-            gc.enable()

@@ -44,8 +44,9 @@ from pydantic import Field
 from lxdgpu_reconcile import site as sites
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.fleet import models
+from lxdgpu_reconcile.gcpause import gc_paused
 from lxdgpu_reconcile.planning import rules
-from lxdgpu_reconcile.planning.bulk import gc_paused, trusted
+from lxdgpu_reconcile.planning.bulk import trusted
 from lxdgpu_reconcile.planning.common import (
     ErrorCode,
     Frozen,

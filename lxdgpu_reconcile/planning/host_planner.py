@@ -7,25 +7,20 @@ and holds back what a pause, a host error or a pending dependency stops.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.planning import desired as desiring
-from lxdgpu_reconcile.planning import diff, rules
+from lxdgpu_reconcile.planning import diff
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
-from lxdgpu_reconcile.planning import move_steps as moving
-from lxdgpu_reconcile.planning import template_steps as templating
-from lxdgpu_reconcile.planning.bulk import trusted
-from lxdgpu_reconcile.planning.common import ErrorCode, ObjectKind, ObjectRef, PlanError
+from lxdgpu_reconcile.planning.common import ErrorCode, ObjectKind, ObjectRef
 from lxdgpu_reconcile.planning.instance_steps import InstanceSteps
 from lxdgpu_reconcile.planning.model import (
     Action,
     ActionKind,
-    Body,
     Cause,
     Hold,
     HostPlan,
-    PlanOptions,
     ProfileBody,
 )
 from lxdgpu_reconcile.planning.updates import cause_of, drift_or_change
@@ -58,40 +53,6 @@ _PAUSED = "paused in the fleet file ({key}.paused: true)"
 class HostPlanner(InstanceSteps):
     """Collects the actions and errors of one reachable host, then orders them."""
 
-    def __init__(
-        self,
-        want: desiring.DesiredHost,
-        snap: state.HostSnapshot,
-        preserve: rules.Preserve,
-        options: PlanOptions,
-        adopted: set[str],
-        templates: templating.TemplatePlan,
-        moves: moving.MovePlan | None = None,
-    ) -> None:
-        self.want = want
-        self.moves = moves or moving.MovePlan()
-        self.snap = snap
-        self.host = want.host
-        self.preserve = preserve
-        self.options = options
-        self.adopted = adopted
-        self.templates = templates
-        self.actions: list[tuple[str, Action]] = []
-        self.errors: list[PlanError] = [*want.errors, *templates.errors.get(self.host, ())]
-        self.notes: list[str] = [*want.notes, *templates.notes.get(self.host, ())]
-        self.profile_writes: dict[str, str] = {}
-        self.leaving: dict[str, list[str]] = {}
-        self.deleted: set[str] = set()
-        self.blocked: set[str] = set()
-        #: Paused containers (of paused users) -> the fleet key that pauses them.
-        self.paused: dict[str, str] = {
-            name: f"users.{want.user}" for name, want in want.instances.items() if want.paused
-        }
-        for name, obs in snap.instances.items():
-            user = obs.config.get(state.TAG_USER, "")
-            if obs.managed and user in want.paused_users:
-                self.paused.setdefault(name, f"users.{user}")
-
     def run(self) -> HostPlan:
         self._check_external_profiles()
         self._template_steps()
@@ -109,71 +70,6 @@ class HostPlanner(InstanceSteps):
             notes=tuple(self.notes),
             actions=self._ordered(),
         )
-
-    # --- bookkeeping ---
-
-    def action_id(self, ref: ObjectRef, step: str) -> str:
-        return f"{self.host}/{ref.kind.value}/{ref.name}/{step}"
-
-    def add(
-        self,
-        kind: ActionKind,
-        ref: ObjectRef,
-        step: str,
-        *,
-        reason: str,
-        changes: Iterable[diff.FieldChange] = (),
-        restart: bool = False,
-        pending: str | None = None,
-        depends_on: Iterable[str] = (),
-        part_of: str | None = None,
-        body: Body | None = None,
-        observed: str | None = None,
-        adopt: bool = False,
-        cause: Cause | None = None,
-        hold: Hold | None = None,
-    ) -> str:
-        action_id = self.action_id(ref, step)
-        # Every value is of its field's type (mypy checks the callers): made without validating
-        # again, as a large fleet's plan has tens of thousands of actions (planning.bulk).
-        action = trusted(
-            Action,
-            {
-                "id": action_id,
-                "kind": kind,
-                "host": self.host,
-                "object": ref,
-                "changes": tuple(changes),
-                "restart": restart,
-                "reason": reason,
-                "pending": pending,
-                "depends_on": tuple(dict.fromkeys(depends_on)),
-                "part_of": part_of,
-                "body": body,
-                "observed": observed,
-                "adopt": adopt,
-                "cause": cause,
-                "hold": hold if pending is not None else None,
-            },
-        )
-        self.actions.append((step, action))
-        return action_id
-
-    def _error(self, code: ErrorCode, ref: ObjectRef, message: str, *fixes: str) -> None:
-        self.errors.append(
-            PlanError(code=code, host=self.host, object=ref, message=message, fixes=fixes)
-        )
-        self.blocked.add(ref.name)
-
-    def _adopts(self, *names: str) -> bool:
-        adopt = self.options.adopt
-        if adopt is True:
-            return True
-        if adopt is False:
-            return False
-        found = [name for name in names if name in adopt]
-        self.adopted.update(found)
-        return bool(found)
 
     # --- templates ---
 

@@ -13,21 +13,18 @@ from collections.abc import Iterable
 
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.planning import desired as desiring
-from lxdgpu_reconcile.planning import diff, rules
+from lxdgpu_reconcile.planning import diff
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
 from lxdgpu_reconcile.planning import move_steps as moving
-from lxdgpu_reconcile.planning import template_steps as templating
 from lxdgpu_reconcile.planning import unfinished as unfinishing
 from lxdgpu_reconcile.planning.bulk import trusted
 from lxdgpu_reconcile.planning.common import ErrorCode, ObjectKind, ObjectRef, PowerState
+from lxdgpu_reconcile.planning.host_steps import HostSteps
 from lxdgpu_reconcile.planning.model import (
-    Action,
     ActionKind,
-    Body,
     Cause,
     CreateInstanceBody,
     Hold,
-    PlanOptions,
 )
 from lxdgpu_reconcile.planning.updates import (
     STATUS,
@@ -41,51 +38,8 @@ from lxdgpu_reconcile.templates import recipe
 _NEEDS_PRUNE = "kept: deletes happen only with --prune"
 
 
-class InstanceSteps:
-    """Container steps of a host plan; ``HostPlanner`` provides the state and ``add``."""
-
-    host: str
-    want: desiring.DesiredHost
-    snap: state.HostSnapshot
-    preserve: rules.Preserve
-    options: PlanOptions
-    templates: templating.TemplatePlan
-    actions: list[tuple[str, Action]]
-    notes: list[str]
-    profile_writes: dict[str, str]
-    leaving: dict[str, list[str]]
-    deleted: set[str]
-    blocked: set[str]
-    moves: moving.MovePlan
-
-    def action_id(self, ref: ObjectRef, step: str) -> str:
-        raise NotImplementedError
-
-    def add(
-        self,
-        kind: ActionKind,
-        ref: ObjectRef,
-        step: str,
-        *,
-        reason: str,
-        changes: Iterable[diff.FieldChange] = (),
-        restart: bool = False,
-        pending: str | None = None,
-        depends_on: Iterable[str] = (),
-        part_of: str | None = None,
-        body: Body | None = None,
-        observed: str | None = None,
-        adopt: bool = False,
-        cause: Cause | None = None,
-        hold: Hold | None = None,
-    ) -> str:
-        raise NotImplementedError
-
-    def _error(self, code: ErrorCode, ref: ObjectRef, message: str, *fixes: str) -> None:
-        raise NotImplementedError
-
-    def _adopts(self, *names: str) -> bool:
-        raise NotImplementedError
+class InstanceSteps(HostSteps):
+    """Container steps of a host plan: checks, creates, moves, updates and deletes."""
 
     # --- containers ---
 

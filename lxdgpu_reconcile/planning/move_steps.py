@@ -20,24 +20,25 @@ deletes it (``instance_steps``), lifting the protection the tool gave it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.planning import desired as desiring
-from lxdgpu_reconcile.planning import diff, rules
+from lxdgpu_reconcile.planning import diff
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
 from lxdgpu_reconcile.planning.common import ErrorCode, Frozen, ObjectKind, ObjectRef, PowerState
 from lxdgpu_reconcile.planning.model import (
     ActionKind,
-    Body,
     Cause,
     Hold,
     MoveInstanceBody,
-    PlanOptions,
 )
 from lxdgpu_reconcile.templates import recipe
+
+if TYPE_CHECKING:  # the container steps call this module: imported for the types only
+    from lxdgpu_reconcile.planning.instance_steps import InstanceSteps
 
 
 class MoveSource(Frozen):
@@ -146,41 +147,8 @@ def _moving_to(obs: state.InstanceObs) -> str | None:
     return obs.config.get(state.TAG_MOVED_TO)
 
 
-class Planner(Protocol):
-    """What ``plan_move`` needs of ``host_planner.HostPlanner``."""
-
-    host: str
-    options: PlanOptions
-    preserve: rules.Preserve
-    notes: list[str]
-    snap: state.HostSnapshot
-
-    def add(
-        self,
-        kind: ActionKind,
-        ref: ObjectRef,
-        step: str,
-        *,
-        reason: str,
-        changes: Iterable[diff.FieldChange] = (),
-        restart: bool = False,
-        pending: str | None = None,
-        depends_on: Iterable[str] = (),
-        part_of: str | None = None,
-        body: Body | None = None,
-        observed: str | None = None,
-        adopt: bool = False,
-        cause: Cause | None = None,
-        hold: Hold | None = None,
-    ) -> str: ...
-
-    def _error(self, code: ErrorCode, ref: ObjectRef, message: str, *fixes: str) -> None: ...
-
-    def _profile_deps(self, names: Iterable[str]) -> list[str]: ...
-
-
 def plan_move(
-    planner: Planner,
+    planner: InstanceSteps,
     want: desiring.DesiredInstance,
     source: MoveSource,
     target: state.InstanceObs | None,

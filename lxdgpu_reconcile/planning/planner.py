@@ -67,11 +67,11 @@ from collections.abc import Iterable, Mapping
 from lxdgpu_reconcile import site as sites
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.fleet import models
+from lxdgpu_reconcile.gcpause import gc_paused
 from lxdgpu_reconcile.planning import desired as desiring
 from lxdgpu_reconcile.planning import move_steps as moving
 from lxdgpu_reconcile.planning import rules
 from lxdgpu_reconcile.planning import template_steps as templating
-from lxdgpu_reconcile.planning.bulk import gc_paused
 from lxdgpu_reconcile.planning.common import ErrorCode, PlanError
 from lxdgpu_reconcile.planning.holds import hold_back
 from lxdgpu_reconcile.planning.host_planner import HostPlanner

@@ -8,45 +8,21 @@ start, held back (pending) without ``--allow-restart``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.planning import diff, rules
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
 from lxdgpu_reconcile.planning.common import ObjectRef, PowerState
-from lxdgpu_reconcile.planning.model import ActionKind, Body, Cause, Hold, InstanceBody
+from lxdgpu_reconcile.planning.model import ActionKind, Cause, Hold, InstanceBody
+
+if TYPE_CHECKING:  # the host steps import this module: imported for the types only
+    from lxdgpu_reconcile.planning.host_steps import HostSteps
 
 STATUS = {"Running": PowerState.RUNNING, "Stopped": PowerState.STOPPED}
 NEEDS_RESTART = (
     "needs a restart: run with --allow-restart (the rest of the plan applies without it)"
 )
-
-
-class Planner(Protocol):
-    """What an ``Update`` needs of the host planner."""
-
-    preserve: rules.Preserve
-
-    def action_id(self, ref: ObjectRef, step: str) -> str: ...
-
-    def add(
-        self,
-        kind: ActionKind,
-        ref: ObjectRef,
-        step: str,
-        *,
-        reason: str,
-        changes: Iterable[diff.FieldChange] = (),
-        restart: bool = False,
-        pending: str | None = None,
-        depends_on: Iterable[str] = (),
-        part_of: str | None = None,
-        body: Body | None = None,
-        observed: str | None = None,
-        adopt: bool = False,
-        cause: Cause | None = None,
-        hold: Hold | None = None,
-    ) -> str: ...
 
 
 class Update:
@@ -59,7 +35,7 @@ class Update:
 
     def __init__(
         self,
-        planner: Planner,
+        planner: HostSteps,
         ref: ObjectRef,
         have: diff.Essence,
         changes: tuple[diff.FieldChange, ...],

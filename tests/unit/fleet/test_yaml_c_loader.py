@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from lxdgpu_reconcile.fleet import yamlsource
+from lxdgpu_reconcile.gcpause import gc_paused
 
 REPO = Path(__file__).resolve().parents[3]
 BAD = sorted((Path(__file__).parent / "bad").glob("*.yaml"))
@@ -104,7 +105,7 @@ def _outcome(parse: Any, text: str) -> tuple[Any, ...]:
 
 def _reference(text: str) -> yamlsource.Document:
     """The pure-Python parser alone (what ``parse`` did before libyaml was used)."""
-    with yamlsource.gc_paused():
+    with gc_paused():
         return yamlsource._build(yamlsource._compose(text, yamlsource._Loader))
 
 

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from lxdgpu_reconcile import state
+from lxdgpu_reconcile.gcpause import gc_paused
 from lxdgpu_reconcile.planning import desired as desiring
 from lxdgpu_reconcile.planning import diff, move_steps, planner, rules
-from lxdgpu_reconcile.planning.bulk import gc_paused, trusted
+from lxdgpu_reconcile.planning.bulk import trusted
 from lxdgpu_reconcile.planning.common import PowerState
 from lxdgpu_reconcile.planning.model import CreateInstanceBody
 from tests.unit.planning.support import fleet_from, site_from, snapshot_from
