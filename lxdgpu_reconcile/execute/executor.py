@@ -257,7 +257,10 @@ class _Run:
             return _result(action, Outcome.PENDING, reason)
         if lane.silent is not None:
             return _not_answering(action, lane.silent)
-        blocked = [d for d in action.depends_on if self.outcome_of(d) is not Outcome.DONE]
+        outcomes = {d: self.outcome_of(d) for d in action.depends_on}
+        blocked = [d for d, outcome in outcomes.items() if outcome is not Outcome.DONE]
+        if all(outcomes[d] is Outcome.PENDING for d in blocked):
+            return _result(action, Outcome.PENDING, f"waits for {blocked[0]}, which is pending")
         return _result(action, Outcome.SKIPPED, f"not run: {blocked[0]} did not succeed")
 
     def _work(self, lane: lanes.Lane, action: plans.Action) -> None:
@@ -284,6 +287,8 @@ class _Run:
             outcome, hint = Outcome.DONE, ""
         except lanes.Silenced as exc:
             return _not_answering(action, exc.failed)
+        except moves.GpuBusy as exc:  # held, as the plan holds it when it sees the GPUs busy
+            outcome, message, hint = Outcome.PENDING, exc.message, exc.hint
         except (lxdops.LxdError, connecting.HostConnectError) as exc:
             outcome, message, hint = Outcome.FAILED, exc.message, exc.hint
             if _unanswered(exc):

@@ -168,7 +168,7 @@ def test_a_busy_gpu_is_not_stopped_unless_forced() -> None:
     hosts.hosts["h1"].exec_handler = lambda instance, command: (0, BUSY_LINE)
     (move,) = made.actions
     refused = apply(made, hosts)[move.id]
-    assert refused.outcome is Outcome.FAILED
+    assert refused.outcome is Outcome.PENDING  # held, as a plan that sees the GPUs busy holds it
     assert "GPU busy: 1 process, python 21 GiB" in refused.message
     assert "--force alice-container" in refused.hint
     assert hosts.hosts["h1"].instances["alice-container"]["status"] == "Running"
@@ -204,8 +204,13 @@ def test_a_busy_gpu_holds_a_restart_and_the_stop_before_a_delete() -> None:
     hosts.hosts["h1"].exec_handler = lambda instance, command: (0, BUSY_LINE + BUSY_LINE)
     results = apply(made, hosts, executor.Authority(prune=True), fleet=fleet)
     for stop in ("h1/instance/tom-container/restart-stop", "h1/instance/old-container/delete-stop"):
-        assert results[stop].outcome is Outcome.FAILED, stop
+        assert results[stop].outcome is Outcome.PENDING, stop
         assert "GPU busy: 2 processes, python 21 GiB" in results[stop].message
+    # What waits for a held stop is held too, not failed: the apply has nothing to fix.
+    for step in ("h1/instance/tom-container/restart-update", "h1/instance/old-container/delete"):
+        assert results[step].outcome is Outcome.PENDING, step
+        assert results[step].message.startswith("waits for h1/instance/"), step
+    assert not any(r.outcome in (Outcome.FAILED, Outcome.SKIPPED) for r in results.values())
     assert all(i["status"] == "Running" for i in hosts.hosts["h1"].instances.values())
 
 
