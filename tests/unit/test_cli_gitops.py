@@ -3,21 +3,15 @@ the lock, and a fleet file that cannot be used."""
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from lxdgpu_reconcile import __version__
 from lxdgpu_reconcile.cli import app
-from lxdgpu_reconcile.planning import model as planning
-from lxdgpu_reconcile.planning import saving
-from lxdgpu_reconcile.state import FleetSnapshot
+from tests.helpers import lock_held, saved_plan_file
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -32,30 +26,8 @@ def fleet(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def held_lock(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "reconcile.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    os.write(fd, b"pid 42 (reconcile) since 2026-01-01T02:00:00+00:00\n")
-    try:
+    with lock_held(tmp_path / "reconcile.lock") as path:
         yield path
-    finally:
-        os.close(fd)
-
-
-def _saved(tmp_path: Path, fleet: Path, *, sha: str | None = None, lab: str | None = None) -> Path:
-    saved = saving.save(
-        planning.Plan(),
-        FleetSnapshot(),
-        fleet=saving.FleetFile(
-            path=str(fleet), sha256=sha or hashlib.sha256(fleet.read_bytes()).hexdigest()
-        ),
-        lab=lab,
-        tool_version=__version__,
-        created_at="2026-01-01T00:00:00+00:00",
-    )
-    path = tmp_path / "plan.json"
-    path.write_text(saving.render(saved))
-    return path
 
 
 def test_apply_waits_for_the_lock_then_exits_4(fleet: Path, held_lock: Path) -> None:
@@ -74,14 +46,14 @@ def test_apply_refuses_a_fleet_file_given_as_a_plan(fleet: Path) -> None:
 
 
 def test_apply_refuses_plan_shaping_options_with_a_plan(tmp_path: Path, fleet: Path) -> None:
-    plan_file = _saved(tmp_path, fleet)
+    plan_file = saved_plan_file(tmp_path, fleet)
     result = runner.invoke(app, ["apply", str(plan_file), "--prune", "--target", "tom"])
     assert result.exit_code == 1
     assert "--target, --prune: a saved plan was made with its options" in result.output
 
 
 def test_apply_refuses_force_with_a_plan(tmp_path: Path, fleet: Path) -> None:
-    plan_file = _saved(tmp_path, fleet)
+    plan_file = saved_plan_file(tmp_path, fleet)
     result = runner.invoke(app, ["apply", str(plan_file), "--force", "tom-container"])
     assert result.exit_code == 1
     assert "--force: a saved plan is applied as it was made" in result.output
@@ -89,14 +61,14 @@ def test_apply_refuses_force_with_a_plan(tmp_path: Path, fleet: Path) -> None:
 
 
 def test_apply_refuses_a_plan_made_for_another_place(tmp_path: Path, fleet: Path) -> None:
-    plan_file = _saved(tmp_path, fleet)
+    plan_file = saved_plan_file(tmp_path, fleet)
     result = runner.invoke(app, ["apply", str(plan_file), "--lab", str(tmp_path / "lab")])
     assert result.exit_code == 1
     assert "was made for the real hosts, and --lab (or LXDGPU_LAB) points at" in result.output
 
 
 def test_apply_refuses_a_plan_whose_fleet_file_changed(tmp_path: Path, fleet: Path) -> None:
-    plan_file = _saved(tmp_path, fleet, sha="0" * 64)
+    plan_file = saved_plan_file(tmp_path, fleet, sha="0" * 64)
     result = runner.invoke(app, ["apply", str(plan_file)])
     assert result.exit_code == 1
     assert f"{plan_file} is stale: nothing was applied." in result.output

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from lxdgpu_reconcile import __version__, service
+from lxdgpu_reconcile import service
 from lxdgpu_reconcile.errors import ToolError
 from lxdgpu_reconcile.execute.results import ApplyReport
 from lxdgpu_reconcile.planning import model as planning
 from lxdgpu_reconcile.planning import saving
 from lxdgpu_reconcile.state import FleetSnapshot
 from lxdgpu_reconcile.templates.sources import TemplateFileError
+from tests.helpers import saved_plan_file
 
 UNIX_FLEET = """\
 version: 1
@@ -194,25 +195,9 @@ def test_apply_hands_the_template_files_to_the_executor(
     assert seen["template_files"] == {"desk": {"/etc/motd": b"hello\n"}}
 
 
-def _saved(tmp_path: Path, fleet: Path, *, sha: str | None = None, lab: str | None = None) -> Path:
-    saved = saving.save(
-        planning.Plan(),
-        FleetSnapshot(),
-        fleet=saving.FleetFile(
-            path=str(fleet), sha256=sha or hashlib.sha256(fleet.read_bytes()).hexdigest()
-        ),
-        lab=lab,
-        tool_version=__version__,
-        created_at="2026-01-01T00:00:00+00:00",
-    )
-    path = tmp_path / "plan.json"
-    path.write_text(saving.render(saved))
-    return path
-
-
 def test_a_saved_plan_whose_fleet_changed_is_stale_with_the_reason(tmp_path: Path) -> None:
     fleet = _write(tmp_path, UNIX_FLEET)
-    plan_file = _saved(tmp_path, fleet, sha="0" * 64)
+    plan_file = saved_plan_file(tmp_path, fleet, sha="0" * 64)
 
     with pytest.raises(service.StalePlan) as caught:
         service.open_saved(plan_file, fleet=None, lab=None)
@@ -227,7 +212,7 @@ def test_a_saved_plan_whose_fleet_changed_is_stale_with_the_reason(tmp_path: Pat
 
 def test_a_saved_plan_that_still_applies_is_opened(tmp_path: Path) -> None:
     fleet = _write(tmp_path, UNIX_FLEET)
-    plan_file = _saved(tmp_path, fleet)
+    plan_file = saved_plan_file(tmp_path, fleet)
 
     opened = service.open_saved(plan_file, fleet=None, lab=None)
 
@@ -237,7 +222,7 @@ def test_a_saved_plan_that_still_applies_is_opened(tmp_path: Path) -> None:
 
 def test_a_saved_plan_for_the_real_hosts_is_refused_for_a_lab(tmp_path: Path) -> None:
     fleet = _write(tmp_path, UNIX_FLEET)
-    plan_file = _saved(tmp_path, fleet)
+    plan_file = saved_plan_file(tmp_path, fleet)
 
     with pytest.raises(saving.SavedPlanError, match="was made for the real hosts"):
         service.open_saved(plan_file, fleet=None, lab=tmp_path / "lab")

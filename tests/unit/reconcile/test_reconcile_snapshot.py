@@ -6,9 +6,7 @@ observe writes no file and says nothing more."""
 from __future__ import annotations
 
 import datetime
-import fcntl
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from lxdgpu_reconcile.state import (
     ProfileObs,
 )
 from lxdgpu_reconcile.templates import recipe
+from tests.helpers import lock_held
 
 FLEET = """\
 version: 1
@@ -192,14 +191,8 @@ def test_a_bad_fleet_file_writes_no_snapshot_and_says_nothing_more(tmp_path: Pat
 
 @pytest.fixture
 def held_lock(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "held.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    os.write(fd, b"pid 42 (reconcile) since 2026-01-01T02:00:00+00:00\n")
-    try:
+    with lock_held(tmp_path / "held.lock") as path:
         yield path
-    finally:
-        os.close(fd)
 
 
 def test_a_run_without_the_lock_writes_no_snapshot_and_says_nothing_more(
