@@ -18,6 +18,12 @@ class Site(BaseModel):
     attach_gpus: bool = True
     #: The lab directory when rehearsing in the lab.
     lab_dir: str | None = None
+    #: An OpenSSH client configuration file (``ssh -F``) for reaching the hosts; None: the
+    #: admin's own (``~/.ssh/config``). The lab writes one for its hosts' sshd.
+    ssh_config: str | None = None
+    #: Read and change the host layer (accounts, homes, delegations) of every host on the
+    #: machine itself, not over SSH (``--local``: the tool runs on the server it manages).
+    local: bool = False
 
     def host_path(self, path: str) -> str:
         """``path`` on the host as LXD must see it on this site."""

@@ -133,6 +133,88 @@ class HostError(Frozen):
     hint: str = ""
 
 
+class AccountObs(Frozen):
+    """A host account as ``getent passwd`` lists it."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str = ""
+    shell: str = ""
+
+
+class GroupObs(Frozen):
+    """A host group as ``getent group`` lists it."""
+
+    name: str
+    gid: int
+
+
+class PathObs(Frozen):
+    """A host path: whether it exists, and its kind, owner and mode when it does."""
+
+    path: str
+    exists: bool
+    kind: str = ""  # "directory", "regular file", "symbolic link", ... (``stat -c %F``)
+    uid: int | None = None
+    gid: int | None = None
+    mode: str = ""  # octal permission bits as ``stat -c %a`` prints them, e.g. "750"
+
+
+class SubId(Frozen):
+    """One line of /etc/subuid or /etc/subgid: ``owner:start:count``."""
+
+    owner: str
+    start: int
+    count: int
+
+    def covers(self, ident: int, owner: str = "root") -> bool:
+        return self.owner == owner and self.start <= ident < self.start + self.count
+
+
+class HostFacts(Frozen):
+    """What a host's own system says and LXD's API cannot (read over SSH, or locally).
+
+    Read for the fleet's users, homes and disk sources only: ``accounts`` holds every account
+    named like a fleet user or holding a fleet uid, ``groups`` every group holding a fleet gid
+    or named like a fleet user, ``paths`` every home and disk source asked about. ``delegated``
+    lists the delegations the tool itself added (its ledger on the host, lines such as
+    ``subuid:1003``), the only ones it may remove. ``nvidia`` is ``nvidia-smi -L``'s lines, or
+    None when the host has no ``nvidia-smi``.
+    """
+
+    #: How the facts were read: "ssh root@server01", "local", ...
+    via: str
+    error: HostError | None = None
+    accounts: tuple[AccountObs, ...] = ()
+    groups: tuple[GroupObs, ...] = ()
+    paths: dict[str, PathObs] = Field(default_factory=dict)
+    subuid: tuple[SubId, ...] = ()
+    subgid: tuple[SubId, ...] = ()
+    delegated: tuple[str, ...] = ()
+    #: Network interfaces asked about (macvlan parents) -> whether the host has them.
+    nics: dict[str, bool] = Field(default_factory=dict)
+    nvidia: tuple[str, ...] | None = None
+
+    @property
+    def readable(self) -> bool:
+        return self.error is None
+
+    def account(self, name: str) -> AccountObs | None:
+        return next((a for a in self.accounts if a.name == name), None)
+
+    def account_with_uid(self, uid: int) -> AccountObs | None:
+        return next((a for a in self.accounts if a.uid == uid), None)
+
+    def group_with_gid(self, gid: int) -> GroupObs | None:
+        return next((g for g in self.groups if g.gid == gid), None)
+
+    def delegates(self, file: str, ident: int) -> bool:
+        """Whether root is delegated ``ident`` in ``file`` ("subuid" or "subgid")."""
+        lines = self.subuid if file == "subuid" else self.subgid
+        return any(line.covers(ident) for line in lines)
+
+
 class HostSnapshot(Frozen):
     """Everything observed on one host. ``error`` is set (and the rest empty) when unreadable."""
 
@@ -151,6 +233,9 @@ class HostSnapshot(Frozen):
     profiles: dict[str, ProfileObs] = Field(default_factory=dict)
     images: tuple[ImageObs, ...] = ()
     pools: dict[str, PoolObs] = Field(default_factory=dict)
+    #: The host's own facts (accounts, homes, delegations, paths, NICs), or None when the host
+    #: layer is not read (no ``ssh:`` for the host and no ``--local``).
+    facts: HostFacts | None = None
 
     @property
     def reachable(self) -> bool:

@@ -80,6 +80,16 @@ UserName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
 #: LXD's own configuration values are strings; plain numbers and true/false are accepted and
 #: written as LXD writes them.
 LxdValue = Annotated[str, BeforeValidator(lambda v: _lxd_text(v))]
+#: An OpenSSH destination: ``[user@]host``, where host is a name of ``~/.ssh/config``, a host name
+#: or an address. Never starts with ``-`` (it would be read as an option of ``ssh``).
+SshDestination = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}@)?[A-Za-z0-9][A-Za-z0-9._-]{0,252}$"
+    ),
+]
+#: An octal permission mode such as ``0750``.
+OctalMode = Annotated[str, StringConstraints(pattern=r"^0?[0-7]{3}$")]
 #: A host id of a real account, never a system one.
 HostId = Annotated[int, Field(ge=1000, le=4294967294)]
 
@@ -143,6 +153,9 @@ class Defaults(Model):
     state: Literal["running", "stopped"] = Field(
         "running", description="Power state of user containers unless a user says otherwise."
     )
+    home_mode: OctalMode = Field(
+        "0750", description="Mode of the host home directories the tool creates and keeps."
+    )
 
 
 class Host(Model):
@@ -168,6 +181,12 @@ class Host(Model):
         False,
         description="Leave this host alone: plan shows its changes as pending; apply and "
         "reconcile skip them.",
+    )
+    ssh: SshDestination | None = Field(
+        None,
+        description="[user@]host the tool reaches the server's own system through (OpenSSH, "
+        "with the admin's ~/.ssh/config, keys and known_hosts) to manage accounts, homes and "
+        "id delegations; without it (and without --local) that layer is left alone.",
     )
 
 
@@ -219,6 +238,11 @@ class Template(Model):
         None, description="Hosts to copy the image to; default: every host with a user of it."
     )
     description: str = ""
+    vnc: bool = Field(
+        False,
+        description="The image runs a VNC server: each new container also gets a first VNC "
+        "password (vncpasswd) for its container user.",
+    )
 
 
 class User(Model):

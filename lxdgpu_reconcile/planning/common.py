@@ -26,6 +26,12 @@ class ObjectKind(StrEnum):
     PROFILE = "profile"
     INSTANCE = "instance"
     TEMPLATE = "template"
+    #: The host layer, on the server's own system (``execute.host_actions``): a host account
+    #: (name: the user), its home directory (name: the path) and a delegation of one id to root
+    #: in /etc/subuid or /etc/subgid (name: ``subuid:1003``).
+    ACCOUNT = "account"
+    HOME = "home"
+    DELEGATION = "delegation"
 
 
 class ObjectRef(Frozen):
@@ -65,6 +71,16 @@ class ErrorCode(StrEnum):
     MISSING_BASE = "missing-base"
     TEMPLATE_FILES = "template-files"
     MOVE_CONFLICT = "move-conflict"
+    # The host layer and preflight (``planning.host_layer``, ``planning.preflight``).
+    HOST_LAYER_UNREADABLE = "host-layer-unreadable"
+    ACCOUNT_CONFLICT = "account-conflict"
+    HOME_NOT_A_DIRECTORY = "home-not-a-directory"
+    MISSING_SOURCE = "missing-source"
+    MISSING_NIC_PARENT = "missing-nic-parent"
+    MISSING_POOL = "missing-pool"
+    MISSING_DELEGATION = "missing-delegation"
+    GPU_COUNT = "gpu-count"
+    NO_NVIDIA_DRIVER = "no-nvidia-driver"
 
 
 class PlanError(Frozen):

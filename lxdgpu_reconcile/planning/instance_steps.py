@@ -176,6 +176,8 @@ class InstanceSteps(HostSteps):
                 "profiles": want.profiles,
                 "config": dict(want.config),
                 "devices": {name: dict(device) for name, device in want.devices.items()},
+                "first_password": None,
+                "vnc": False,
             },
             given=("name", "alias", "profiles", "config", "devices"),
         )

@@ -72,7 +72,11 @@ class Hold(StrEnum):
 
 
 class CreateInstanceBody(Frozen):
-    """A container to create from the image ``alias`` on the host."""
+    """A container to create from the image ``alias`` on the host.
+
+    ``first_password`` names the container user that gets a first password, random and expired,
+    once the container first runs (``vnc``: a VNC password too); the executor makes them and
+    writes them only to the admin's credentials store, never to the plan."""
 
     body: Literal["create-instance"] = "create-instance"
     name: str
@@ -80,6 +84,43 @@ class CreateInstanceBody(Frozen):
     profiles: tuple[str, ...]
     config: dict[str, str]
     devices: dict[str, dict[str, str]]
+    first_password: str | None = None
+    vnc: bool = False
+
+
+class AccountBody(Frozen):
+    """A host account for fleet user ``name``: locked, no password, a nologin shell.
+
+    The group ``gid`` is created (named ``name``) when the host has no group with that gid; the
+    home ``home`` is created with ``home_mode`` when ``create_home``."""
+
+    body: Literal["account"] = "account"
+    name: str
+    uid: int
+    gid: int
+    home: str
+    home_mode: str
+    shell: str
+    create_home: bool
+
+
+class HomeBody(Frozen):
+    """A host directory ``path`` owned by ``uid``:``gid`` with ``mode`` (created if missing)."""
+
+    body: Literal["home"] = "home"
+    path: str
+    uid: int
+    gid: int
+    mode: str
+
+
+class DelegationBody(Frozen):
+    """Root delegated host id ``id`` (one id) in /etc/``file``; recorded in the tool's ledger
+    on the host so that only delegations the tool added are ever removed."""
+
+    body: Literal["delegation"] = "delegation"
+    file: Literal["subuid", "subgid"]
+    id: int
 
 
 class InstanceBody(Frozen):
@@ -174,7 +215,10 @@ Body = Annotated[
     | ProfileBody
     | BuildTemplateBody
     | CopyTemplateBody
-    | AliasTemplateBody,
+    | AliasTemplateBody
+    | AccountBody
+    | HomeBody
+    | DelegationBody,
     Field(discriminator="body"),
 ]
 

@@ -59,6 +59,8 @@ CASES: list[tuple[type[Any], dict[str, Any], tuple[str, ...] | None]] = [
             "profiles": ("default",),
             "config": {"a": "b"},
             "devices": {},
+            "first_password": None,
+            "vnc": False,
         },
         ("name", "alias", "profiles", "config", "devices"),
     ),
