@@ -20,6 +20,9 @@ PACKAGES: Mapping[str, str] = {
     "busybox-static": "/bin/busybox",
     "iproute2": "/usr/sbin/ip",
     "uidmap": "/usr/bin/newuidmap",
+    # Each lab host's own system is reached over SSH, as real hosts are.
+    "openssh-server": "/usr/sbin/sshd",
+    "openssh-client": "/usr/bin/ssh",
 }
 
 Progress = Callable[[str], None]
