@@ -22,15 +22,26 @@ from pathlib import Path
 from lxdgpu_reconcile import __version__, fileio
 from lxdgpu_reconcile import lab as labs
 from lxdgpu_reconcile.errors import ToolError
-from lxdgpu_reconcile.execute import builders, commands, executor, images, lxdops, moves
+from lxdgpu_reconcile.execute import (
+    bootstrap,
+    builders,
+    commands,
+    executor,
+    images,
+    lxdops,
+    moves,
+    passwords,
+)
 from lxdgpu_reconcile.execute.build_outcome import BuildOutcome, check_buildable, outcome_of
 from lxdgpu_reconcile.execute.results import ApplyReport, Event
 from lxdgpu_reconcile.fleet.loading import Problem, load_fleet
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.observe import connect as connecting
 from lxdgpu_reconcile.observe import snapshot_file
+from lxdgpu_reconcile.observe.hostshell import OpenShell
 from lxdgpu_reconcile.observe.lxdapi import LxdApi
 from lxdgpu_reconcile.observe.reading import observe_fleet
+from lxdgpu_reconcile.observe.transport import open_shell
 from lxdgpu_reconcile.planning import model as plans
 from lxdgpu_reconcile.planning import planner, saving, sensitive, template_steps
 from lxdgpu_reconcile.site import Site
@@ -153,18 +164,14 @@ class Loaded:
         }
 
 
-def locate(read: FleetRead, lab: Path | None) -> Loaded:
+def locate(read: FleetRead, lab: Path | None, *, local: bool = False) -> Loaded:
     """``read`` on the real hosts, or pointed at the lab in ``lab``; checks that every host can
-    be connected to as configured (certificate files present and readable).
+    be connected to as configured (certificate files present and readable). ``local``
+    (``--local``): the host layer of the hosts is this machine's own system, not reached by ssh.
 
     Raises ``UnusableLab`` or ``UnusableHosts``.
     """
-    try:
-        fleet, site = labs.site_for(read.fleet, lab)
-    except labs.LabError as exc:
-        raise UnusableLab(f"lab: {exc.message}", exc.hint) from None
-    except OSError as exc:
-        raise unreadable_lab(lab, exc) from None
+    fleet, site = _site_for(read, lab, local=local)
     unusable = tuple(
         found
         for name, host in fleet.hosts.items()
@@ -175,21 +182,34 @@ def locate(read: FleetRead, lab: Path | None) -> Loaded:
     return Loaded(fleet=fleet, site=site, path=read.path, warnings=read.warnings)
 
 
-def load(fleet_path: Path, lab: Path | None) -> Loaded:
+def load(fleet_path: Path, lab: Path | None, *, local: bool = False) -> Loaded:
     """``read_fleet`` then ``locate``: certificates are required unless ``lab`` is given."""
-    return locate(read_fleet(fleet_path, certs=lab is None), lab)
+    return locate(read_fleet(fleet_path, certs=lab is None), lab, local=local)
 
 
-def locate_offline(read: FleetRead, lab: Path | None) -> Loaded:
+def locate_offline(read: FleetRead, lab: Path | None, *, local: bool = False) -> Loaded:
     """``locate`` for planning against a snapshot file (``plan --state``): no host is connected
     to, so certificate files are not checked (read ``read`` with ``certs=False``)."""
+    fleet, site = _site_for(read, lab, local=local)
+    return Loaded(fleet=fleet, site=site, path=read.path, warnings=read.warnings)
+
+
+def _site_for(read: FleetRead, lab: Path | None, *, local: bool) -> tuple[Fleet, Site]:
+    """The fleet and its site: the real hosts or the lab in ``lab``, with the host layer on
+    this machine when ``local``. Raises ``UnusableLab``."""
+    if local and lab is not None:
+        raise UnusableLab(
+            "lab: --local with --lab: each lab host has a system of its own, reached over ssh; "
+            "--local would change this machine's accounts instead",
+            "run without --local in the lab (or without --lab on the server itself)",
+        )
     try:
         fleet, site = labs.site_for(read.fleet, lab)
     except labs.LabError as exc:
         raise UnusableLab(f"lab: {exc.message}", exc.hint) from None
     except OSError as exc:
         raise unreadable_lab(lab, exc) from None
-    return Loaded(fleet=fleet, site=site, path=read.path, warnings=read.warnings)
+    return fleet, site.model_copy(update={"local": True}) if local else site
 
 
 # --- plan and apply -------------------------------------------------------------------------------
@@ -251,7 +271,14 @@ def plan(
             hostname=snapshot.hostname, live=snapshot.live, now=snapshot.taken_at
         )
     else:
-        observed = observe_fleet(loaded.fleet, timeout=timeout, hosts=hosts)
+        observed = observe_fleet(
+            loaded.fleet,
+            timeout=timeout,
+            hosts=hosts,
+            # A template's build plans no host layer: its hosts' own systems are not read.
+            open_shell=None if hosts is not None else host_shells(loaded),
+            site=loaded.site,
+        )
         live = builders.live_builders(observed)
         made = _make_plan(loaded, request, observed, live)
         # What would stop a container whose GPUs are busy is pending (``moves.hold_busy``).
@@ -259,6 +286,12 @@ def plan(
         made = moves.hold_busy(made, observed, opener, force=request.force)
         return Planned(plan=made, snapshot=observed)
     return Planned(plan=_make_plan(loaded, request, observed, live), snapshot=observed)
+
+
+def host_shells(loaded: Loaded) -> OpenShell:
+    """How each host's own system (accounts, homes, delegations) is reached: ssh to
+    ``hosts.NAME.ssh``, this machine with ``--local``, or not at all (``observe.transport``)."""
+    return open_shell(loaded.fleet, loaded.site)
 
 
 def _open_host(fleet: Fleet, timeout: float, host: str) -> LxdApi:
@@ -309,13 +342,16 @@ def apply(
     step_timeout: float = images.DEFAULT_STEP_TIMEOUT,
     request: PlanRequest | None = None,
     parallel: int = executor.DEFAULT_PARALLEL,
+    credentials: Path | None = None,
 ) -> ApplyReport:
     """Perform ``p`` on the hosts of ``loaded``; ``timeout`` bounds each LXD operation,
     ``step_timeout`` each step of a template build; ``parallel``: actions at once per host.
 
     ``request`` holds the options this run was given: its ``adopt`` and ``prune`` are all the
     executor may adopt or delete (``executor.Authority``), whatever ``p`` says. None: neither.
+    ``credentials``: ``--credentials-dir``, where first passwords go (``passwords.store_for``).
     """
+    store = passwords.store_for(p, loaded.path, credentials, loaded.site.lab_dir)
     return executor.apply_plan(
         p,
         loaded.fleet,
@@ -325,13 +361,16 @@ def apply(
         step_timeout=step_timeout,
         authority=authority(request or PlanRequest(), loaded.site),
         parallel=parallel,
+        open_shell=host_shells(loaded),
+        credentials=store,
     )
 
 
 def authority(request: PlanRequest, site: Site) -> executor.Authority:
     """What the executor may do for a run given ``request`` on ``site``."""
+    root, own = site.host_root, site.own_homes
     return executor.Authority(
-        adopt=request.adopt, prune=request.prune, host_root=site.host_root, force=request.force
+        adopt=request.adopt, prune=request.prune, host_root=root, own_homes=own, force=request.force
     )
 
 
@@ -523,6 +562,21 @@ def check_saved(opened: OpenedPlan, loaded: Loaded, *, timeout: float) -> Planne
     if differences:
         raise PlanMismatch(differences, plan_file=str(opened.plan_file), replan=opened.replan)
     return planned
+
+
+# --- host bootstrap -------------------------------------------------------------------------------
+
+
+def survey_bootstrap(
+    read: FleetRead, name: str, site: Site, *, listen: str | None, replace_cert: bool
+) -> bootstrap.Pending:
+    """What ``host bootstrap NAME`` would change (reads the host through its host-layer shell,
+    and ``server_cert``; changes nothing); ``bootstrap.finish`` carries it out. Raises
+    ``BootstrapError`` or ``HostShellError``."""
+    opener = open_shell(read.fleet, site)
+    return bootstrap.survey_host(
+        read.fleet, read.path, name, opener, listen=listen, replace=replace_cert
+    )
 
 
 # --- the lab --------------------------------------------------------------------------------------

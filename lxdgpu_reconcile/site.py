@@ -24,12 +24,23 @@ class Site(BaseModel):
     #: Read and change the host layer (accounts, homes, delegations) of every host on the
     #: machine itself, not over SSH (``--local``: the tool runs on the server it manages).
     local: bool = False
+    #: Each host has a /home of its own (the lab: every lab host's /home is its own, in its
+    #: namespace), so homes below /home are not moved under ``host_root``.
+    own_homes: bool = False
 
     def host_path(self, path: str) -> str:
         """``path`` on the host as LXD must see it on this site."""
         if not self.host_root:
             return path
         return self.host_root.rstrip("/") + "/" + path.lstrip("/")
+
+    def home_dir(self, path: str) -> str:
+        """A user's home (``defaults.home_source`` filled in) on the host as LXD, and the host
+        layer, must see it on this site: as written when the hosts have homes of their own and
+        it is below /home, else like any host path (``host_path``)."""
+        if self.own_homes and path.startswith("/home/"):
+            return path
+        return self.host_path(path)
 
 
 REAL = Site()

@@ -63,6 +63,8 @@ class InstanceObs(Frozen):
     expanded_devices: dict[str, dict[str, str]] = Field(default_factory=dict)
     addresses: tuple[Address, ...] = ()
     created_at: str = ""
+    #: The cluster member the instance lives on; "" on a host that is not a cluster.
+    location: str = ""
 
     @property
     def managed(self) -> bool:
@@ -114,6 +116,24 @@ class GpuObs(Frozen):
     driver: str = ""
     pci_address: str = ""
     nvidia_uuid: str = ""
+
+
+class MemberObs(Frozen):
+    """One member of a cluster host: ``/1.0/cluster/members`` and, when it is online, its
+    own ``/1.0/resources?target=NAME``."""
+
+    name: str
+    status: str  # "Online", "Offline", "Evacuated", ...
+    url: str = ""
+    message: str = ""
+    cpus: int = 0
+    gpus: tuple[GpuObs, ...] = ()
+    memory_total: int | None = None
+    memory_used: int | None = None
+
+    @property
+    def online(self) -> bool:
+        return self.status == "Online"
 
 
 class HostErrorKind(StrEnum):
@@ -233,6 +253,11 @@ class HostSnapshot(Frozen):
     profiles: dict[str, ProfileObs] = Field(default_factory=dict)
     images: tuple[ImageObs, ...] = ()
     pools: dict[str, PoolObs] = Field(default_factory=dict)
+    #: A cluster host's members (``hosts.X.cluster``); empty for a single server.
+    members: tuple[MemberObs, ...] = ()
+    #: On a cluster: instances on a member that is not online, by name -> that member. LXD lists
+    #: them without their config; they are not in ``instances`` and nothing is planned on them.
+    unseen: dict[str, str] = Field(default_factory=dict)
     #: The host's own facts (accounts, homes, delegations, paths, NICs), or None when the host
     #: layer is not read (no ``ssh:`` for the host and no ``--local``).
     facts: HostFacts | None = None
@@ -240,6 +265,17 @@ class HostSnapshot(Frozen):
     @property
     def reachable(self) -> bool:
         return self.error is None
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.members)
+
+    def member(self, name: str) -> MemberObs | None:
+        return next((m for m in self.members if m.name == name), None)
+
+    @property
+    def members_down(self) -> tuple[MemberObs, ...]:
+        return tuple(m for m in self.members if not m.online)
 
     def image_by_alias(self, alias: str) -> ImageObs | None:
         for image in self.images:

@@ -8,7 +8,9 @@ reported, and its exit status set, in one place: ``cli.app.ToolErrorGroup``.
 from __future__ import annotations
 
 from lxdgpu_reconcile.cli import build as _build  # noqa: F401  (registers commands)
+from lxdgpu_reconcile.cli import host as _host  # noqa: F401  (registers commands)
 from lxdgpu_reconcile.cli import lab as _lab  # noqa: F401  (registers commands)
+from lxdgpu_reconcile.cli import passwords as _passwords  # noqa: F401  (registers commands)
 from lxdgpu_reconcile.cli import plan as _plan  # noqa: F401
 from lxdgpu_reconcile.cli import reconcile as _reconcile  # noqa: F401  (registers commands)
 from lxdgpu_reconcile.cli import serve as _serve  # noqa: F401  (registers commands)

@@ -59,6 +59,15 @@ LabOpt = Annotated[
     ),
 ]
 
+LocalOpt = Annotated[
+    bool,
+    typer.Option(
+        "--local",
+        help="Run the host layer (accounts, homes, id delegations) on this machine instead of "
+        "over SSH, for a tool run on the server it manages.",
+    ),
+]
+
 
 def read_fleet(fleet_path: Path, *, certs: bool) -> service.FleetRead:
     """``service.read_fleet``, printing the fleet's warnings on standard error."""
@@ -70,12 +79,13 @@ def read_fleet(fleet_path: Path, *, certs: bool) -> service.FleetRead:
     return read
 
 
-def load(fleet_path: Path, lab: Path | None) -> service.Loaded:
+def load(fleet_path: Path, lab: Path | None, *, local: bool = False) -> service.Loaded:
     """The fleet as a command that connects to its hosts needs it (``service.load``), printing
-    the fleet's warnings on standard error before any later problem is raised."""
+    the fleet's warnings on standard error before any later problem is raised. ``local``:
+    ``--local``, the host layer on this machine."""
     from lxdgpu_reconcile import service
 
-    return service.locate(read_fleet(fleet_path, certs=lab is None), lab)
+    return service.locate(read_fleet(fleet_path, certs=lab is None), lab, local=local)
 
 
 def fleet_for_hosts(fleet_path: Path, lab: Path | None) -> tuple[Fleet, Site]:
@@ -113,12 +123,14 @@ def perform(
     timeout: float,
     request: service.PlanRequest | None = None,
     parallel: int = DEFAULT_PARALLEL,
+    credentials: Path | None = None,
 ) -> NoReturn:
     """Apply ``p`` with progress on standard error, print the outcome, exit 0 or 1.
 
     ``request``: the options this run was given; its ``--adopt`` and ``--prune`` are all the
     executor may adopt or delete, whatever ``p`` says. ``parallel``: actions at once per host.
-    Progress is a live view per host on a terminal, plain lines otherwise."""
+    ``credentials``: ``--credentials-dir``. Progress is a live view per host on a terminal,
+    plain lines otherwise."""
     from contextlib import nullcontext
 
     from rich.text import Text
@@ -135,6 +147,7 @@ def perform(
             progress=live or apply_text.progress_printer(err_console),
             request=request,
             parallel=parallel,
+            credentials=credentials,
         )
     out.print(Text())
     for line in apply_text.lines(p, report):

@@ -22,6 +22,7 @@ from lxdgpu_reconcile.cli.common import (
     DEFAULT_PARALLEL,
     FleetOpt,
     LabOpt,
+    LocalOpt,
     NotApplied,
     ParallelOpt,
     load,
@@ -31,6 +32,7 @@ from lxdgpu_reconcile.cli.common import (
     show_plan,
 )
 from lxdgpu_reconcile.cli.locking import LockFileOpt, LockWaitOpt, held
+from lxdgpu_reconcile.cli.passwords import CredentialsDirOpt
 
 if TYPE_CHECKING:
     from lxdgpu_reconcile import service
@@ -158,6 +160,7 @@ def plan(
             show_default=False,
         ),
     ] = None,
+    local: LocalOpt = False,
 ) -> None:
     """Show what apply would change on every host, and why. Changes nothing.
 
@@ -173,10 +176,12 @@ def plan(
 
     request = _request(target, prune, adopt, allow_restart, touch_unmanaged)
     if state is not None:
-        planned = _plan_offline(fleet, lab, state, request, saving=out_file is not None)
+        planned = _plan_offline(
+            fleet, lab, state, request, saving=out_file is not None, local=local
+        )
     else:
         digest = service.fleet_digest(fleet) if out_file is not None else ""
-        loaded = load(fleet, lab)
+        loaded = load(fleet, lab, local=local)
         planned = service.plan(loaded, request, timeout=timeout)
     p = planned.plan
     if out_file is not None and state is None:
@@ -191,7 +196,13 @@ def plan(
 
 
 def _plan_offline(
-    fleet: Path, lab: Path | None, state: Path, request: service.PlanRequest, *, saving: bool
+    fleet: Path,
+    lab: Path | None,
+    state: Path,
+    request: service.PlanRequest,
+    *,
+    saving: bool,
+    local: bool = False,
 ) -> service.Planned:
     """``plan --state FILE``: the plan against the snapshot in ``FILE``; no host is contacted."""
     from lxdgpu_reconcile import service
@@ -205,7 +216,7 @@ def _plan_offline(
             "plan against the hosts to save a plan (`plan --out FILE` without --state)",
         )
     saved = snapshot_file.read(state)
-    loaded = service.locate_offline(read_fleet(fleet, certs=False), lab)
+    loaded = service.locate_offline(read_fleet(fleet, certs=False), lab, local=local)
     return service.plan(loaded, request, timeout=0, snapshot=saved)
 
 
@@ -241,6 +252,8 @@ def apply(
     lock_file: LockFileOpt = None,
     lock_wait: LockWaitOpt = 60.0,
     parallel: ParallelOpt = DEFAULT_PARALLEL,
+    local: LocalOpt = False,
+    credentials_dir: CredentialsDirOpt = None,
     state: Annotated[Path | None, typer.Option("--state", hidden=True)] = None,
 ) -> None:
     """Plan, show the plan, ask, then make every host match the fleet file.
@@ -292,6 +305,8 @@ def apply(
             lock_file=lock_file,
             lock_wait=lock_wait,
             parallel=parallel,
+            local=local,
+            credentials=credentials_dir,
         )
     with held(lock_file, lock_wait, "apply", required=False):
         _apply_fresh(
@@ -304,6 +319,8 @@ def apply(
             ),
             timeout=timeout,
             parallel=parallel,
+            local=local,
+            credentials=credentials_dir,
         )
 
 
@@ -315,8 +332,10 @@ def _apply_fresh(
     request: service.PlanRequest,
     timeout: float,
     parallel: int = DEFAULT_PARALLEL,
+    local: bool = False,
+    credentials: Path | None = None,
 ) -> NoReturn:
-    loaded = load(fleet, lab)
+    loaded = load(fleet, lab, local=local)
     from lxdgpu_reconcile import service
 
     p = service.plan(loaded, request, timeout=min(timeout, 30.0)).plan
@@ -326,4 +345,4 @@ def _apply_fresh(
             raise NotApplied("Not applied: no terminal to ask on; run with --yes to apply.")
         if not typer.confirm("Apply these changes?", default=False, err=True):
             raise NotApplied("Not applied.")
-    perform(p, loaded, timeout=timeout, request=request, parallel=parallel)
+    perform(p, loaded, timeout=timeout, request=request, parallel=parallel, credentials=credentials)

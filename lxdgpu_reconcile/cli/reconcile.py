@@ -24,8 +24,9 @@ import typer
 from lxdgpu_reconcile import __version__
 from lxdgpu_reconcile import fileio as files
 from lxdgpu_reconcile.cli.app import app, report_error
-from lxdgpu_reconcile.cli.common import FleetOpt, LabOpt, err_console, load, out
+from lxdgpu_reconcile.cli.common import FleetOpt, LabOpt, LocalOpt, err_console, load, out
 from lxdgpu_reconcile.cli.locking import LockFileOpt, LockWaitOpt
+from lxdgpu_reconcile.cli.passwords import CredentialsDirOpt
 from lxdgpu_reconcile.errors import ToolError
 from lxdgpu_reconcile.reconcile import lock as locks
 
@@ -92,6 +93,8 @@ def reconcile(
         ),
     ] = 120.0,
     snapshot_out: SnapshotOutOpt = None,
+    local: LocalOpt = False,
+    credentials_dir: CredentialsDirOpt = None,
 ) -> None:
     """Observe, plan and apply what the fleet's reconcile policy allows; for cron and timers.
 
@@ -115,7 +118,16 @@ def reconcile(
     try:
         with locks.exclusive(path, wait=lock_wait, command="reconcile"):
             try:
-                run = _run(base, fleet, lab, timeout=timeout, show_progress=not quiet, keep=keep)
+                run = _run(
+                    base,
+                    fleet,
+                    lab,
+                    timeout=timeout,
+                    show_progress=not quiet,
+                    keep=keep,
+                    local=local,
+                    credentials=credentials_dir,
+                )
             except Exception as exc:  # any failure still leaves its log line and metrics
                 run = _failed_run(base, exc)
             snapshot = (
@@ -146,6 +158,8 @@ def _run(
     timeout: float,
     show_progress: bool,
     keep: Callable[[str], None] | None = None,
+    local: bool = False,
+    credentials: Path | None = None,
 ) -> Run:
     """One run while the lock is held. Never raises for a domain problem: the run records it.
 
@@ -173,7 +187,7 @@ def _run(
     except ToolError as exc:
         return stopped(f"{exc.message}\n  what to do: {exc.hint}")
     try:
-        loaded = load(fleet_path, lab)
+        loaded = load(fleet_path, lab, local=local)
         loaded.template_files  # noqa: B018  (read now: a missing file stops the run here)
     except ToolError as exc:
         report_error(exc)
@@ -194,6 +208,7 @@ def _run(
         timeout=timeout,
         progress=progress if show_progress and sys.stderr.isatty() else None,
         observed=observed if keep is not None else None,
+        credentials=credentials,
     )
     return Run.model_validate(
         {

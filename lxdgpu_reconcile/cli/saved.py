@@ -63,15 +63,25 @@ def apply_saved(
     lock_file: Path | None,
     lock_wait: float,
     parallel: int = DEFAULT_PARALLEL,
+    local: bool = False,
+    credentials: Path | None = None,
 ) -> NoReturn:
     """``apply PLANFILE``: check, plan again and compare, then apply the plan made now (equal
-    to the saved one) with the saved plan's options; exits."""
+    to the saved one) with the saved plan's options; exits. ``local``: ``--local``, as the
+    plan was made with it (the plan made now differs otherwise)."""
     from lxdgpu_reconcile import service
 
     opened = service.open_saved(plan_file, fleet=fleet, lab=lab)
-    loaded = load(opened.fleet_path, opened.lab)
+    loaded = load(opened.fleet_path, opened.lab, local=local)
     with held(lock_file, lock_wait, "apply", required=False):
         planned = service.check_saved(opened, loaded, timeout=min(timeout, 30.0))
         show_plan(planned.plan, if_errors="the plan has errors; fix them and plan again.")
         request = service.saved_request(opened.saved)
-        perform(planned.plan, loaded, timeout=timeout, request=request, parallel=parallel)
+        perform(
+            planned.plan,
+            loaded,
+            timeout=timeout,
+            request=request,
+            parallel=parallel,
+            credentials=credentials,
+        )

@@ -13,10 +13,18 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from lxdgpu_reconcile.cli.app import app
-from lxdgpu_reconcile.cli.common import FleetOpt, LabOpt, echo_json, err_console, load, out
+from lxdgpu_reconcile.cli.common import (
+    FleetOpt,
+    LabOpt,
+    LocalOpt,
+    echo_json,
+    err_console,
+    load,
+    out,
+)
 
 if TYPE_CHECKING:
-    from lxdgpu_reconcile.fleet.models import Fleet
+    from lxdgpu_reconcile import service
     from lxdgpu_reconcile.state import FleetSnapshot
 
 
@@ -51,6 +59,7 @@ def status(
             show_default=False,
         ),
     ] = None,
+    local: LocalOpt = False,
 ) -> None:
     """Show every host and every container of the fleet, read live. Changes nothing.
 
@@ -65,8 +74,9 @@ def status(
     """
     from lxdgpu_reconcile.report.status import status_json, status_table
 
-    spec = load(fleet, lab).fleet
-    snapshot = observe_fleet(spec, timeout=timeout, addresses=True)
+    loaded = load(fleet, lab, local=local)
+    spec = loaded.fleet
+    snapshot = observe_fleet(loaded, timeout=timeout, addresses=True)
     if snapshot_out is not None:
         from lxdgpu_reconcile import service
         from lxdgpu_reconcile.observe import snapshot_file
@@ -86,11 +96,29 @@ def status(
             markup=False,
             soft_wrap=True,
         )
+    unread = {
+        name: snap.facts.error
+        for name, snap in snapshot.hosts.items()
+        if snap.facts is not None and snap.facts.error is not None
+    }
+    for error in unread.values():
+        err_console.print(
+            f"{error.message}\n  what to do: {error.hint}", markup=False, soft_wrap=True
+        )
+    if failed or unread:
         raise typer.Exit(1)
 
 
-def observe_fleet(spec: Fleet, *, timeout: float, addresses: bool) -> FleetSnapshot:
-    """``observe.reading.observe_fleet``, imported when ``status`` runs (it brings LXD's client)."""
+def observe_fleet(loaded: service.Loaded, *, timeout: float, addresses: bool) -> FleetSnapshot:
+    """``observe.reading.observe_fleet``, imported when ``status`` runs (it brings LXD's client),
+    with each host's own system read as ``plan`` reads it (``hosts.NAME.ssh``, ``--local``)."""
+    from lxdgpu_reconcile import service
     from lxdgpu_reconcile.observe.reading import observe_fleet as observe
 
-    return observe(spec, timeout=timeout, addresses=addresses)
+    return observe(
+        loaded.fleet,
+        timeout=timeout,
+        addresses=addresses,
+        open_shell=service.host_shells(loaded),
+        site=loaded.site,
+    )

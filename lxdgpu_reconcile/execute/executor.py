@@ -33,22 +33,28 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from lxdgpu_reconcile.errors import ToolError
 from lxdgpu_reconcile.execute import (
+    cluster_moves,
+    host_actions,
     images,
     invariants,
     lanes,
     lxdops,
     moves,
     ordering,
+    passwords,
     release,
     requests,
     template_actions,
 )
+from lxdgpu_reconcile.execute.credentials import CredentialStore
 from lxdgpu_reconcile.execute.invariants import Authority as Authority
 from lxdgpu_reconcile.execute.results import ActionResult, ApplyReport, Event, Outcome
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.observe import connect as connecting
 from lxdgpu_reconcile.observe import reading
+from lxdgpu_reconcile.observe.hostshell import HostShell, OpenShell
 from lxdgpu_reconcile.observe.lxdapi import Connect, LxdApi
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
 from lxdgpu_reconcile.planning import model as plans
@@ -72,6 +78,8 @@ def apply_plan(
     step_timeout: float = images.DEFAULT_STEP_TIMEOUT,
     authority: Authority = Authority(),
     parallel: int = DEFAULT_PARALLEL,
+    open_shell: OpenShell | None = None,
+    credentials: CredentialStore | None = None,
 ) -> ApplyReport:
     """Perform ``plan`` on the hosts of ``fleet``; ``timeout`` bounds each LXD operation,
     ``step_timeout`` each step of a template build; up to ``parallel`` actions run at once on
@@ -85,6 +93,13 @@ def apply_plan(
 
     ``template_files`` holds, per template, the contents of the files it pushes (read from the
     fleet's folder); a build checks them against the recipe hash the plan was made with.
+
+    ``open_shell`` opens the shell of a host's own system (``observe.transport.open_shell``):
+    actions on accounts, homes and delegations run through it (``execute.host_actions``); a
+    host it gives no shell for (or without it) fails them, saying how to reach the host.
+
+    ``credentials``: the admin's credentials store; the start of a container this plan creates
+    sets its first password there (``execute.passwords``). None: no first passwords are set.
     """
 
     hosts = [host for host in plan.hosts if host.actions]
@@ -101,6 +116,8 @@ def apply_plan(
         connect=connect or _pylxd_connect(fleet, timeout),
         step_timeout=step_timeout,
         authority=authority,
+        open_shell=open_shell,
+        credentials=credentials,
     )
     for action_id in sorted(_never_ready(hosts, width), key=run.index.__getitem__):
         message = "not run: it waits, through its dependencies, on itself; plan again"
@@ -140,13 +157,23 @@ class _Run:
         connect: Connect,
         step_timeout: float,
         authority: Authority,
+        open_shell: OpenShell | None = None,
+        credentials: CredentialStore | None = None,
     ) -> None:
         self.fleet = fleet
+        self.credentials = credentials
+        self._open_shell = open_shell
+        self._shells: dict[str, HostShell | None] = {}
+        self._shells_lock = threading.Lock()
         self.authority = authority
         self.step_timeout = step_timeout
         self.connect = connect
         self.actions = {action.id: action for host in hosts for action in host.actions}
         self.index = {action_id: index for index, action_id in enumerate(self.actions)}
+        #: Creates whose start is in the plan (a first password is set when it starts).
+        self.started = {
+            a.part_of for a in self.actions.values() if a.kind is plans.ActionKind.START
+        }
         self.width = width
         self.timeout = timeout
         self._notify = notify
@@ -280,6 +307,8 @@ class _Run:
             return _not_answering(action, lane.silent)
         self.notify(Event(action))
         started = time.monotonic()
+        if host_actions.is_host_action(action):
+            return self._perform_host(action, started)
         client: LxdApi | None = None
         try:
             client = lane.acquire()
@@ -298,6 +327,26 @@ class _Run:
                 lane.release(client)
         seconds = time.monotonic() - started
         return _result(action, outcome, message, hint=hint, seconds=seconds)
+
+    def _perform_host(self, action: plans.Action, started: float) -> ActionResult:
+        """Perform an action on the host's own system (account, home, delegation)."""
+        try:
+            message = host_actions.perform(
+                self.shell(action.host), action, self.fleet, self.authority
+            )
+            outcome, hint = Outcome.DONE, ""
+        except ToolError as exc:  # a command failed, a refusal, the host unreachable
+            outcome, message, hint = Outcome.FAILED, exc.message, exc.hint
+        seconds = time.monotonic() - started
+        return _result(action, outcome, message, hint=hint, seconds=seconds)
+
+    def shell(self, host: str) -> HostShell | None:
+        """The shell of ``host``'s own system, opened once per apply; None: none."""
+        with self._shells_lock:
+            if host not in self._shells:
+                opener = self._open_shell
+                self._shells[host] = opener(host) if opener is not None else None
+            return self._shells[host]
 
     def _silence(self, lane: lanes.Lane, failed: str) -> None:
         """``failed`` got no answer: what of the lane has not started is skipped."""
@@ -320,6 +369,15 @@ class _Run:
             return self.copy(client, body)
         if isinstance(body, plans.AliasTemplateBody):
             return template_actions.alias(client, body)
+        if isinstance(body, plans.MoveInstanceBody) and cluster_moves.in_cluster(action, body):
+            return cluster_moves.move_member(
+                client,
+                action,
+                body,
+                fleet=self.fleet,
+                authority=self.authority,
+                timeout=self.timeout,
+            )
         if isinstance(body, plans.MoveInstanceBody):
             return moves.move(
                 client,
@@ -331,8 +389,11 @@ class _Run:
                 timeout=self.timeout,
             )
         owner = self.actions.get(action.part_of or "")
-        rules = _Rules(self.fleet, self.authority)
-        return _perform(client, action, self.timeout, owner=owner, rules=rules)
+        rules = _Rules(self.fleet, self.authority, self.credentials)
+        done = _perform(client, action, self.timeout, owner=owner, rules=rules)
+        if action.kind is plans.ActionKind.CREATE and done == "created":
+            return passwords.created_stopped(action, action.id in self.started)
+        return done
 
     def build(self, client: LxdApi, action: plans.Action, body: plans.BuildTemplateBody) -> str:
         def show(line: str, event: images.BuildEvent) -> None:
@@ -406,6 +467,7 @@ class _Rules:
 
     fleet: Fleet
     authority: Authority
+    credentials: CredentialStore | None = None
 
 
 def _perform(
@@ -424,9 +486,10 @@ def _perform(
     if kind is plans.ActionKind.CREATE:
         invariants.check_body(action, rules.fleet, rules.authority)
         if isinstance(body, plans.CreateInstanceBody):
-            lxdops.create(
-                client, collection, requests.create_instance_request(body), timeout=timeout
-            )
+            request = requests.create_instance_request(body)
+            lxdops.create(client, collection, request, timeout=timeout, target=body.target)
+            if body.target is not None:
+                return f"created on {body.target}"
         elif isinstance(body, plans.ProfileBody):
             lxdops.create(
                 client, collection, requests.create_profile_request(body), timeout=timeout
@@ -459,13 +522,16 @@ def _perform(
             invariants.check_live(action, current, rules.fleet, rules.authority)
         want = "Running" if kind is plans.ActionKind.START else "Stopped"
         if current.get("status") == want:
-            return f"already {want.lower()}"
+            done = f"already {want.lower()}"
+            if kind is plans.ActionKind.STOP:
+                return done
+            return passwords.after_start(client, action, owner, rules.credentials, done)
         gpus = ""
         if kind is plans.ActionKind.STOP:  # GPUs busy: refused unless --force; unknown: said
             gpus = moves.guard(client, name, rules.authority)
         lxdops.set_state(client, name, kind.value, timeout=timeout)
         if kind is plans.ActionKind.START:
-            return "started"
+            return passwords.after_start(client, action, owner, rules.credentials, "started")
         return "stopped" if gpus in ("", moves.GPUS_IDLE) else f"stopped ({gpus})"
     if kind is plans.ActionKind.DELETE:
         current, etag = _read_unchanged(client, action, collection, rules)

@@ -61,6 +61,8 @@ class Authority:
     adopt: bool | tuple[str, ...] = False
     prune: bool = False
     host_root: str = ""
+    #: The site's hosts have homes of their own (``Site.own_homes``: the lab).
+    own_homes: bool = False
     #: Containers named with ``--force``: stopped even when their GPUs are busy.
     force: tuple[str, ...] = ()
 

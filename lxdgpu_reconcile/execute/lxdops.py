@@ -38,8 +38,13 @@ def create(
     body: Mapping[str, Any],
     *,
     timeout: float = DEFAULT_TIMEOUT,
+    target: str | None = None,
 ) -> None:
-    client.create(collection, body, timeout=timeout)
+    """``POST``; ``target``: the cluster member to create it on (``?target=MEMBER``)."""
+    if target is None:
+        client.create(collection, body, timeout=timeout)
+    else:
+        client.create(collection, body, timeout=timeout, target=target)
 
 
 def put(

@@ -280,8 +280,13 @@ def _copy(
         },
     }
     what = f"copy {body.source_name} from {body.source_host} ({address}) to {action.host}"
+    if body.member is not None:  # into a cluster: onto the member the fleet gives it
+        what += f" (member {body.member})"
     try:
-        target.create("instances", request, timeout=timeout, what=what)
+        if body.member is None:
+            target.create("instances", request, timeout=timeout, what=what)
+        else:
+            target.create("instances", request, timeout=timeout, what=what, target=body.member)
     except lxdops.LxdError as exc:
         image_ops.cancel_operation(source, op_id)
         raise lxdops.LxdError(

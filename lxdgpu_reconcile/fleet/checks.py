@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lxdgpu_reconcile.fleet import safety
-from lxdgpu_reconcile.fleet.models import INSTANCE_NAME_RE, Fleet
+from lxdgpu_reconcile.fleet.models import INSTANCE_NAME_RE, Cluster, Fleet
 from lxdgpu_reconcile.fleet.safety import FORBIDDEN_EXACT as FORBIDDEN_EXACT
 from lxdgpu_reconcile.fleet.safety import FORBIDDEN_TREES as FORBIDDEN_TREES
 from lxdgpu_reconcile.fleet.safety import UNSAFE_CONFIG_KEYS as UNSAFE_CONFIG_KEYS
@@ -111,6 +111,36 @@ def _hosts(fleet: Fleet) -> Iterator[Finding]:
                 (*at, "endpoint"),
                 f"{host.endpoint!r} is neither https://ADDRESS:PORT nor unix:///path/to/socket",
             )
+        if host.cluster is not None:
+            yield from _cluster(name, host.endpoint, host.cluster)
+
+
+def _cluster(name: str, endpoint: str, cluster: Cluster) -> Iterator[Finding]:
+    at = ("hosts", name, "cluster")
+    seen: set[str] = set()
+    for i, member in enumerate(cluster.members or ()):
+        if member in seen:
+            yield Finding((*at, "members", i), f"member {member!r} is listed twice")
+        seen.add(member)
+    if cluster.members is not None and not cluster.members:
+        yield Finding(
+            (*at, "members"),
+            "an empty member list places nothing: list the members, or leave members out to "
+            "use every member the cluster has",
+        )
+    for i, other in enumerate(cluster.endpoints):
+        if not other.startswith("https://"):
+            yield Finding(
+                (*at, "endpoints", i),
+                f"{other!r} is not https://ADDRESS:PORT: another member is reached over https, "
+                "with the host's certificates",
+            )
+        elif not endpoint.startswith("https://"):
+            yield Finding(
+                (*at, "endpoints", i),
+                "fallback endpoints use the host's client and server certificates: the "
+                "endpoint must be https:// too",
+            )
 
 
 def _defaults(fleet: Fleet) -> Iterator[Finding]:
@@ -205,6 +235,8 @@ def _users(fleet: Fleet) -> Iterator[Finding]:
             yield _unknown((*at, "host"), "host", user.host, fleet.hosts)
         if user.template not in fleet.templates:
             yield _unknown((*at, "template"), "template", user.template, fleet.templates)
+        if user.member is not None and host is not None:
+            yield from _member(user.host, host.cluster, (*at, "member"), user.member)
         for i, version in enumerate(user.cuda):
             if version not in fleet.cuda:
                 yield _unknown((*at, "cuda", i), "CUDA version", version, fleet.cuda)
@@ -245,6 +277,21 @@ def _users(fleet: Fleet) -> Iterator[Finding]:
                             if host.gpus
                             else f"host {user.host!r} declares no GPUs",
                         )
+
+
+def _member(host: str, cluster: Cluster | None, path: Path, member: str) -> Iterator[Finding]:
+    if cluster is None:
+        yield Finding(
+            path,
+            f"host {host!r} is not a cluster: member: is for users of a cluster host "
+            f"(hosts.{host}.cluster); remove it, or declare the cluster",
+        )
+    elif cluster.members is not None and member not in cluster.members:
+        listed = ", ".join(cluster.members) or "none"
+        yield Finding(
+            path,
+            f"member {member!r} is not among hosts.{host}.cluster.members ({listed})",
+        )
 
 
 def _profile_ref(fleet: Fleet, path: Path, profile: str) -> Iterator[Finding]:

@@ -158,6 +158,26 @@ class Defaults(Model):
     )
 
 
+class Cluster(Model):
+    """An LXD cluster driven as one host of the fleet (docs/clusters.md)."""
+
+    members: tuple[Name, ...] | None = Field(
+        None,
+        description="The members new containers may be placed on; left out: every member the "
+        "cluster lists (/1.0/cluster/members).",
+    )
+    endpoints: tuple[NonEmpty, ...] = Field(
+        (),
+        description="Other members' endpoints, tried in order when endpoint does not answer; "
+        "the same certificates apply (the cluster has one certificate).",
+    )
+    ssh: dict[Name, SshDestination] = Field(
+        default_factory=dict,
+        description="Member -> [user@]host of that member's own system (accounts, homes and id "
+        "delegations are per member); a member left out has its host layer left alone.",
+    )
+
+
 class Host(Model):
     """One LXD server of the fleet and how the tool reaches it."""
 
@@ -187,6 +207,11 @@ class Host(Model):
         description="[user@]host the tool reaches the server's own system through (OpenSSH, "
         "with the admin's ~/.ssh/config, keys and known_hosts) to manage accounts, homes and "
         "id delegations; without it (and without --local) that layer is left alone.",
+    )
+    cluster: Cluster | None = Field(
+        None,
+        description="The host is an LXD cluster: one API for several members, with new "
+        "containers placed on a member (users.NAME.member, or the placement rule).",
     )
 
 
@@ -260,6 +285,11 @@ class User(Model):
     profiles: tuple[Name, ...] = Field((), description="Extra profiles after defaults.profiles.")
     state: Literal["running", "stopped"] | None = Field(None, description="Overrides defaults.")
     container: InstanceName | None = Field(None, description='Default "{user}-container".')
+    member: Name | None = Field(
+        None,
+        description="On a cluster host: the member the container lives on; left out: placed "
+        "by the placement rule when created, then kept where it is.",
+    )
     paused: bool = Field(
         False,
         description="Leave this user's container alone (e.g. during a long training run): plan "

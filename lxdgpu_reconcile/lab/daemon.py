@@ -10,13 +10,13 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
+from lxdgpu_reconcile.lab import hostsys
 from lxdgpu_reconcile.lab.certs import CLIENT_NAME, der_base64, fingerprint
 from lxdgpu_reconcile.lab.faults import LabError
 from lxdgpu_reconcile.lab.record import HostLab
@@ -27,10 +27,10 @@ READY_TIMEOUT = 60
 STOP_TIMEOUT = 60
 
 
-def preseed(port: int) -> str:
-    """``lxd init --preseed`` text: https on 127.0.0.1:``port``, a ``dir`` pool, a root disk."""
+def preseed(port: int, address: str = "127.0.0.1") -> str:
+    """``lxd init --preseed`` text: https on ``address``:``port``, a ``dir`` pool, a root disk."""
     doc = {
-        "config": {"core.https_address": f"127.0.0.1:{port}"},
+        "config": {"core.https_address": f"{address}:{port}"},
         "storage_pools": [{"name": "default", "driver": "dir", "description": "lab pool"}],
         "profiles": [
             {
@@ -60,21 +60,18 @@ def _env(lxd_dir: str) -> dict[str, str]:
 
 
 def start(host: HostLab) -> HostLab:
-    """Start ``host``'s daemon detached (not a child of this process); wait until it is ready."""
+    """Start ``host``'s daemon detached (not a child of this process) in a mount namespace of
+    its own where the host's system is /etc and /home (``hostsys``); wait until it is ready."""
     lxd_dir = host.lxd_dir
     log = Path(lxd_dir) / "lxd.log"
-    script = f'lxd --group root --logfile "{log}" </dev/null >>"{log}.out" 2>&1 & echo $!'
-    out = subprocess.run(
-        ["sh", "-c", script],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **_env(lxd_dir)},
-        start_new_session=True,
-        check=False,
-    )
-    if out.returncode != 0 or not out.stdout.strip().isdigit():
-        raise LabError(f"{host.name}: could not start lxd: {out.stderr.strip()}")
-    pid = int(out.stdout.strip())
+    if host.system is None:
+        raise LabError(f"{host.name}: has no system of its own; run `lxdgpu-reconcile lab up`")
+    try:
+        pid = hostsys.start_daemon(
+            Path(lxd_dir), Path(host.system), log=log, visible=(Path(host.system).parent,)
+        )
+    except LabError as exc:
+        raise LabError(f"{host.name}: {exc.message}") from None
     try:
         run(
             ["lxd", "waitready", "--timeout", str(READY_TIMEOUT)],
@@ -128,6 +125,16 @@ def trust(host: HostLab, cert_path: Path) -> None:
 
 def running(host: HostLab) -> bool:
     return is_lxd_of(host.pid, host.lxd_dir)
+
+
+def in_own_system(host: HostLab) -> bool:
+    """Whether ``host``'s daemon runs and sees the host's own /etc and /home (not this
+    machine's: a daemon of a lab made before hosts had systems of their own does)."""
+    return (
+        host.system is not None
+        and running(host)
+        and hostsys.sees_system(host.pid, Path(host.system))
+    )
 
 
 def _wait_gone(pid: int, seconds: float) -> bool:

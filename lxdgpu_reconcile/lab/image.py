@@ -28,6 +28,7 @@ import yaml
 from lxdgpu_reconcile import fileio
 from lxdgpu_reconcile.lab.faults import LabError
 from lxdgpu_reconcile.lab.sock import LxdSocket, quoted
+from lxdgpu_reconcile.lab.stand_ins import SHADOW, STAND_INS
 from lxdgpu_reconcile.state import TAG_LAB
 
 BUSYBOX = Path("/bin/busybox")
@@ -120,10 +121,14 @@ def image_tarball(
         _add(tar, _entry("rootfs/sbin/init", tarfile.REGTYPE, 0o755, mtime), INIT.encode())
         for name, text in (("passwd", PASSWD), ("group", GROUP), ("hostname", "lab\n")):
             _add(tar, _entry(f"rootfs/etc/{name}", tarfile.REGTYPE, 0o644, mtime), text.encode())
+        # First passwords (lab.stand_ins): /etc/shadow, chpasswd and vncpasswd stand-ins.
+        _add(tar, _entry("rootfs/etc/shadow", tarfile.REGTYPE, 0o600, mtime), SHADOW.encode())
+        for path, script in STAND_INS:
+            _add(tar, _entry(f"rootfs/{path}", tarfile.REGTYPE, 0o755, mtime), script.encode())
         if alias:
             entry = _entry("rootfs/etc/lab-image", tarfile.REGTYPE, 0o644, mtime)
             _add(tar, entry, f"{alias}\n".encode())
-        for link in sorted(set(links) - {"bin/busybox", "sbin/init"}):
+        for link in sorted(set(links) - {"bin/busybox", "sbin/init", *dict(STAND_INS)}):
             info = _entry(f"rootfs/{link}", tarfile.SYMTYPE, 0o777, mtime)
             info.linkname = "/bin/busybox"
             _add(tar, info)

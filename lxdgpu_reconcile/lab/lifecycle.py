@@ -1,11 +1,15 @@
 """Bring the local lab up and down, and tell an admin how to reach one of its hosts.
 
-Does I/O throughout: installs packages, starts LXD daemons, creates veths, edits
-``/etc/subuid`` and ``/etc/subgid``, writes under the lab directory. Every step is recorded in
-``<lab>/lab.json`` as soon as it is done, so ``lab up`` can be re-run and ``lab down`` removes
-exactly what the lab made, even after an interrupted ``lab up``. Veths and delegation lines are
-shared with the other labs on the machine and counted in ``lab.shared``'s registry: the last lab
-that uses one removes it.
+Does I/O throughout: installs packages, starts LXD daemons and sshds, creates veths, writes
+under the lab directory. Each lab host has a system of its own (a copy of this machine's /etc
+and a /home of its own, ``lab.hostsys``) that its daemon and its sshd (``lab.hostssh``) see in a
+mount namespace of their own; this machine's /etc is never written. Accounts, homes and id
+delegations are the tool's apply's to make, over SSH, as on real hosts. Every step is recorded
+in ``<lab>/lab.json`` as soon as it is done, so ``lab up`` can be re-run and ``lab down`` removes
+exactly what the lab made, even after an interrupted ``lab up``. Veths (and the delegation lines
+that labs made in this machine's /etc before hosts had systems of their own) are shared with the
+other labs on the machine and counted in ``lab.shared``'s registry: the last lab that uses one
+removes it.
 """
 
 from __future__ import annotations
@@ -13,15 +17,17 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import shlex
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+import subprocess
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from lxdgpu_reconcile import fileio
 from lxdgpu_reconcile.fleet.models import Fleet
-from lxdgpu_reconcile.lab import daemon, idmap, netdev, shared
+from lxdgpu_reconcile.lab import daemon, hostssh, hostsys, idmap, netdev, shared
 from lxdgpu_reconcile.lab.certs import ensure_client_cert, write_lxc_config
 from lxdgpu_reconcile.lab.faults import LabError
 from lxdgpu_reconcile.lab.image import build_images, import_images
@@ -43,7 +49,10 @@ DEFAULT_LAB_DIR = Path("/var/lib/lxdgpu-reconcile/lab")
 SOCKET_PATH_MAX = 107
 LOCK_FILE = "lab.lock"
 #: Entries of the lab directory that the lab makes (and ``lab down`` removes).
-MADE = ("hosts", "root", "lxc", "image", STATE_FILE, "lab.tmp")
+# "credentials": the first passwords apply set in the lab's containers (execute.credentials).
+MADE = ("hosts", "sys", "ssh", "root", "lxc", "image", STATE_FILE, "lab.tmp", "credentials")
+#: What a lab directory's path may hold: it is written into sshd and ssh configuration files.
+_SAFE_DIR = re.compile(r"^/[A-Za-z0-9._+/-]*$")
 
 Progress = Callable[[str], None]
 
@@ -66,12 +75,13 @@ def lab_up(fleet: Fleet, lab_dir: Path, *, progress: Progress | None = None) -> 
             state = _load_or_new(lab_dir)
             save_lab(state)
             state = _ensure_veths(state, needs, say)
-            state, delegated = _ensure_idmap(state, needs, say)
             _make_host_tree(Path(state.host_root), needs)
             tarballs = build_images(lab_dir / "image", needs.image_aliases)
+            state = _ensure_ssh_key(state)
             for name in needs.hosts:
-                state = _ensure_host(state, name, tarballs, restart=delegated, say=say)
+                state = _ensure_host(state, name, tarballs, say=say)
             _write_lxc_config(state)
+            _write_ssh_config(state)
         except OSError as exc:  # a file of the lab that cannot be written: no traceback
             if exc.filename is None or exc.errno not in _WRITE_ERRORS:
                 raise
@@ -90,11 +100,13 @@ def lab_down(lab_dir: Path, *, progress: Progress | None = None) -> bool:
     with _locked(lab_dir):
         state = load_lab(lab_dir)
         for host in state.hosts.values():
-            say(f"{host.name}: stopping LXD (pid {host.pid})")
-            daemon.stop(host)
+            _stop_host(host, say)
         state = state.model_copy(
             update={
-                "hosts": {n: h.model_copy(update={"pid": None}) for n, h in state.hosts.items()}
+                "hosts": {
+                    n: h.model_copy(update={"pid": None, "sshd_pid": None})
+                    for n, h in state.hosts.items()
+                }
             }
         )
         save_lab(state)
@@ -116,13 +128,54 @@ def lab_env(lab_dir: Path, host: str) -> str:
         f"export LXD_DIR={shlex.quote(lab.lxd_dir)}",
         f"export LXD_CONF={shlex.quote(state.lxc_conf)}",
     ]
+    if lab.ssh_port is not None and state.ssh_config is not None:
+        lines.append(
+            f"# ssh: ssh -F {shlex.quote(state.ssh_config)} {lab.ssh_alias or host} "
+            f"(sshd on 127.0.0.1:{lab.ssh_port}); or: lxdgpu-reconcile lab exec {host} -- CMD"
+        )
     if not daemon.running(lab):
         lines.append(f"# {host}'s lab daemon is not running: run `lxdgpu-reconcile lab up` again")
     return "\n".join(lines) + "\n"
 
 
+def lab_exec(lab_dir: Path, host: str, command: Sequence[str]) -> int:
+    """Run ``command`` on lab host ``host``: in its daemon's mount namespace (the host's own
+    /etc and /home), with ``LXD_DIR`` set to its daemon; standard streams are this process's.
+    Returns the command's exit status (128 + N when killed by signal N)."""
+    if not command:
+        raise LabError("no command given; e.g. `lxdgpu-reconcile lab exec HOST -- getent passwd`")
+    state = load_lab(Path(os.path.abspath(lab_dir)))
+    lab = state.host(host)
+    require_root()
+    if not daemon.in_own_system(lab) or lab.pid is None:
+        raise LabError(
+            f"{host}'s lab daemon is not running in a system of its own; "
+            f"run `lxdgpu-reconcile lab up -f FLEET --dir {state.dir}` again"
+        )
+    try:
+        done = subprocess.run(
+            hostsys.enter_argv(lab.pid, command),
+            env={**os.environ, "LXD_DIR": lab.lxd_dir},
+            check=False,
+        )
+    except OSError as exc:
+        raise LabError(f"cannot run nsenter: {exc}; install util-linux") from None
+    return done.returncode if done.returncode >= 0 else 128 - done.returncode
+
+
 def check_lab_dir(lab_dir: Path, hosts: tuple[str, ...]) -> None:
-    """Refuse directories that would break LXD or that hold something else."""
+    """Refuse directories that would break LXD or sshd, or that hold something else."""
+    if not _SAFE_DIR.match(str(lab_dir)):
+        raise LabError(
+            f"{lab_dir} has characters the lab cannot write into its sshd and ssh "
+            "configuration; choose a --dir of letters, digits and . _ + - /, e.g. /var/tmp/lab"
+        )
+    for own in (hostsys.MACHINE_ETC, Path("/home"), hostsys.TOOL_STATE):
+        if lab_dir == own or (lab_dir.is_relative_to(own) and own != hostsys.TOOL_STATE):
+            raise LabError(
+                f"{lab_dir} is {own} or below it, which each lab host has one of its own of; "
+                "choose another --dir, e.g. /var/tmp/lab"
+            )
     longest = max((len(str(_lxd_dir(lab_dir, h))) for h in hosts), default=0)
     if longest + len("/seccomp.socket") > SOCKET_PATH_MAX:
         raise LabError(
@@ -227,37 +280,6 @@ def _ensure_veths(state: LabState, needs: LabNeeds, say: Progress) -> LabState:
     return state
 
 
-def _ensure_idmap(state: LabState, needs: LabNeeds, say: Progress) -> tuple[LabState, bool]:
-    """Delegate to root the ids the fleet maps; this lab counted as a user of every delegation
-    line a lab added that serves it. True when the lab uses lines its daemons may not have
-    read yet."""
-    grew = False
-    with shared.open_registry() as registry:
-        for path, ids, field in (
-            (idmap.SUBUID, needs.uids, "subuid_lines"),
-            (idmap.SUBGID, needs.gids, "subgid_lines"),
-        ):
-            recorded: tuple[str, ...] = getattr(state, field)
-            added = idmap.add_lines(path, ids)
-            if added:
-                say(f"added to {path}: {', '.join(added)}")
-            reused = tuple(
-                r.name
-                for r in registry.of_kind("subid", path)
-                if r.name not in added and idmap.serves(r.name, ids)
-            )
-            new = tuple(line for line in (*added, *reused) if line not in recorded)
-            if set(new) - set(added):
-                lines = ", ".join(line for line in new if line not in added)
-                say(f"using in {path}, added by another lab: {lines}")
-            for line in (*recorded, *new):
-                registry.claim(shared.subid_line(path, line), state.dir)
-            state = state.model_copy(update={field: (*recorded, *new)})
-            save_lab(state)
-            grew = grew or bool(new)
-    return state, grew
-
-
 def _release_machine_changes(state: LabState, say: Progress) -> LabState:
     """Remove the veths and delegation lines this lab used that no other lab still uses."""
     lab = state.dir
@@ -291,19 +313,21 @@ def _under(root: Path, host_path: str) -> Path:
 
 
 def _make_host_tree(root: Path, needs: LabNeeds) -> None:
-    """Host directories for disk devices, CUDA trees and homes, inside the lab."""
+    """Host directories for disk devices and CUDA trees, inside the lab, shared by its hosts.
+    Homes are not made here: each host has a /home of its own, where the tool's apply makes
+    them."""
     _mkdirs(root)
     for path in needs.host_dirs:
         _mkdirs(_under(root, path))
-    for home in needs.homes:
-        directory = _under(root, home.path)
-        _mkdirs(directory)
-        os.chown(directory, home.uid, home.gid)
+
+
+def _taken_ports(state: LabState) -> set[int]:
+    return {p for h in state.hosts.values() for p in (h.port, h.ssh_port) if p is not None}
 
 
 def _new_host(state: LabState, name: str) -> HostLab:
     lxd_dir = _lxd_dir(Path(state.dir), name)
-    port = daemon.free_port(h.port for h in state.hosts.values())
+    port = daemon.free_port(_taken_ports(state))
     return HostLab(
         name=name,
         lxd_dir=str(lxd_dir),
@@ -320,17 +344,24 @@ def _with_host(state: LabState, host: HostLab) -> LabState:
 
 
 def _ensure_host(
-    state: LabState, name: str, tarballs: Mapping[str, Path], *, restart: bool, say: Progress
+    state: LabState, name: str, tarballs: Mapping[str, Path], *, say: Progress
 ) -> LabState:
-    """Start, restart or reuse ``name``'s daemon, then trust the tool and import the stand-in
-    image of each alias (``tarballs``: alias -> tarball)."""
+    """Make ``name``'s own system, start, restart or reuse its daemon in it, trust the tool,
+    import the stand-in image of each alias (``tarballs``: alias -> tarball), then start or
+    reuse its sshd."""
     host = state.hosts.get(name) or _new_host(state, name)
-    if daemon.running(host) and not restart:
+    system = Path(state.dir) / "sys" / name
+    _mkdirs(system)
+    if hostsys.make_system(system):
+        say(f"{name}: copied /etc to {system / 'etc'} (the host's own /etc)")
+    host = host.model_copy(update={"system": str(system)})
+    state = _with_host(state, host)
+    if daemon.in_own_system(host):
         say(f"{name}: reusing LXD (pid {host.pid}) at {host.endpoint}")
     else:
         if daemon.running(host):
-            say(f"{name}: restarting LXD so it reads the new id delegations")
-            daemon.stop(host)
+            say(f"{name}: restarting LXD in a namespace of its own, with the host's own /etc")
+        _stop_host(host, say=_quiet)
         _mkdirs(Path(host.lxd_dir), 0o711)
         say(f"{name}: starting LXD at {host.endpoint}")
         host = daemon.start(host)
@@ -345,7 +376,83 @@ def _ensure_host(
     if added:
         say(f"{name}: imported a busybox stand-in image for each of {', '.join(added)}")
         host = host.model_copy(update={"images": (*host.images, *added)})
-    return _with_host(state, host)
+    state = _with_host(state, host)
+    return _with_host(state, _ensure_sshd(state, host, say))
+
+
+def _sshd_files(host: HostLab) -> hostssh.SshdFiles:
+    return hostssh.SshdFiles(Path(host.system or host.lxd_dir) / "sshd")
+
+
+def _ensure_sshd(state: LabState, host: HostLab, say: Progress) -> HostLab:
+    """Start (or reuse) ``host``'s sshd in its daemon's namespace."""
+    system, daemon_pid, key = host.system, host.pid, state.ssh_key
+    if system is None or daemon_pid is None or key is None:
+        raise LabError(f"{host.name}: its lab daemon is not up; run `lxdgpu-reconcile lab up`")
+    port = host.ssh_port or daemon.free_port(_taken_ports(state))
+    host = host.model_copy(update={"ssh_port": port, "ssh_alias": hostssh.alias_of(host.name)})
+    _with_host(state, host)
+    files = _sshd_files(host)
+    client_key = Path(key).with_name(Path(key).name + ".pub").read_text().strip()
+    changed = hostssh.write_files(files, port=port, lxd_dir=host.lxd_dir, client_key=client_key)
+    if not changed and hostssh.running(host.sshd_pid, files, daemon_pid):
+        say(f"{host.name}: reusing sshd (pid {host.sshd_pid}) on 127.0.0.1:{port}")
+        return host
+    hostssh.stop(host.sshd_pid, files)
+    say(f"{host.name}: starting sshd on 127.0.0.1:{port} in the host's namespace")
+    pid = hostssh.start(
+        files, port=port, daemon_pid=daemon_pid, system=Path(system), name=host.name
+    )
+    return host.model_copy(update={"sshd_pid": pid})
+
+
+def _stop_host(host: HostLab, say: Progress) -> None:
+    """Stop ``host``'s sshd, its daemon (and its containers), and every other process left in
+    its namespace; this machine's own namespace is never touched."""
+    files = _sshd_files(host)
+    sshd_pid = host.sshd_pid if hostssh.is_sshd_of(host.sshd_pid, files) else None
+    daemon_pid = host.pid if daemon.running(host) else None
+    with hostsys.holding((daemon_pid, sshd_pid)) as namespaces:
+        if sshd_pid is not None:
+            say(f"{host.name}: stopping sshd (pid {sshd_pid})")
+        hostssh.stop(host.sshd_pid, files)
+        if daemon_pid is not None:
+            say(f"{host.name}: stopping LXD (pid {daemon_pid})")
+        daemon.stop(host)
+        for namespace in namespaces:
+            hostsys.end_namespace(namespace)
+
+
+def _ensure_ssh_key(state: LabState) -> LabState:
+    """The key the lab's ssh client configuration logs in to every lab host with."""
+    ssh_dir = Path(state.dir) / "ssh"
+    _mkdirs(ssh_dir, 0o700)
+    key = ssh_dir / "id_ed25519"
+    hostssh.ensure_key(key, "lxdgpu-reconcile lab client")
+    state = state.model_copy(update={"ssh_key": str(key), "ssh_config": str(ssh_dir / "config")})
+    save_lab(state)
+    return state
+
+
+def _write_ssh_config(state: LabState) -> None:
+    """``<lab>/ssh/config`` and ``<lab>/ssh/known_hosts`` for every lab host with an sshd."""
+    if state.ssh_config is None or state.ssh_key is None:
+        return
+    entries = [
+        hostssh.ClientEntry(
+            alias=host.ssh_alias or hostssh.alias_of(host.name),
+            port=host.ssh_port,
+            host_key=_sshd_files(host).host_key.with_suffix(".pub").read_text(),
+        )
+        for host in state.hosts.values()
+        if host.ssh_port is not None and host.system is not None
+    ]
+    known = Path(state.ssh_config).with_name("known_hosts")
+    fileio.write_atomic(known, hostssh.known_hosts(entries))
+    fileio.write_atomic(
+        Path(state.ssh_config),
+        hostssh.client_config(entries, identity=Path(state.ssh_key), known_hosts=known),
+    )
 
 
 def _write_lxc_config(state: LabState) -> None:

@@ -1,6 +1,8 @@
 """What a fleet needs on the machine before its containers can start in the lab.
 
-Pure: reads a ``Fleet`` and returns plain data; ``lab.lifecycle`` does the work.
+Pure: reads a ``Fleet`` and returns plain data; ``lab.lifecycle`` does the work. Accounts, homes
+and id delegations are not among them: each lab host has a system of its own, where the tool's
+apply makes them, as on a real host.
 """
 
 from __future__ import annotations
@@ -11,27 +13,15 @@ from lxdgpu_reconcile.fleet.models import Fleet
 
 
 @dataclass(frozen=True)
-class HomeDir:
-    """A user's home on the host (real path form), owned by the user's host ids."""
-
-    path: str
-    uid: int
-    gid: int
-
-
-@dataclass(frozen=True)
 class LabNeeds:
     """The host-side things the fleet's profiles, templates and users refer to."""
 
     hosts: tuple[str, ...]
     #: Interfaces that macvlan NICs name as their parent.
     nic_parents: tuple[str, ...]
-    #: Host directories (real path form) that disk devices and CUDA trees mount.
+    #: Host directories (real path form) that disk devices and CUDA trees mount, shared by the
+    #: lab's hosts.
     host_dirs: tuple[str, ...]
-    homes: tuple[HomeDir, ...]
-    #: Host uids and gids that containers map (``raw.idmap``); root must be delegated them.
-    uids: tuple[int, ...]
-    gids: tuple[int, ...]
     #: Aliases the lab's busybox image is imported under on every host.
     image_aliases: tuple[str, ...]
 
@@ -42,9 +32,6 @@ def needs_of(fleet: Fleet) -> LabNeeds:
         hosts=tuple(fleet.hosts),
         nic_parents=nic_parents(fleet),
         host_dirs=host_dirs(fleet),
-        homes=homes(fleet),
-        uids=tuple(sorted({u.uid for u in fleet.users.values()})),
-        gids=tuple(sorted({u.gid for u in fleet.users.values()})),
         image_aliases=image_aliases(fleet),
     )
 
@@ -76,15 +63,6 @@ def host_dirs(fleet: Fleet) -> tuple[str, ...]:
         if dev.get("type") == "disk" and dev.get("source", "").startswith("/") and "pool" not in dev
     }
     return tuple(sorted(sources | set(fleet.cuda.values())))
-
-
-def homes(fleet: Fleet) -> tuple[HomeDir, ...]:
-    """Every user's home on their host, in file order."""
-    template = fleet.defaults.home_source
-    return tuple(
-        HomeDir(path=template.replace("{user}", name), uid=user.uid, gid=user.gid)
-        for name, user in fleet.users.items()
-    )
 
 
 def image_aliases(fleet: Fleet) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""Point a fleet at its lab: every host's endpoint and certificates become the lab daemon's.
+"""Point a fleet at its lab: every host's endpoint and certificates become the lab daemon's, and
+its SSH destination the lab's sshd for that host.
 
 ``rebase_fleet`` and ``lab_site`` are pure; ``use_lab`` reads the lab's record.
 """
@@ -9,12 +10,15 @@ from pathlib import Path
 
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.lab.faults import LabMissingError
-from lxdgpu_reconcile.lab.record import LabState, load_lab
+from lxdgpu_reconcile.lab.record import HostLab, LabState, load_lab
 from lxdgpu_reconcile.site import REAL, Site
 
 
 def rebase_fleet(fleet: Fleet, state: LabState) -> Fleet:
-    """``fleet`` with each host reached through its lab daemon, over pinned https."""
+    """``fleet`` with each host reached through its lab daemon, over pinned https, and its own
+    system over SSH through the lab's sshd for it (``hosts.X.ssh``: its name in the lab's
+    ``ssh -F`` configuration). A host without a lab sshd (a lab made by an older version) gets
+    no ``ssh``: its host layer is left alone rather than reached on the real host."""
     missing = [name for name in fleet.hosts if name not in state.hosts]
     if missing:
         raise LabMissingError(
@@ -28,6 +32,7 @@ def rebase_fleet(fleet: Fleet, state: LabState) -> Fleet:
                 "client_cert": state.client_cert,
                 "client_key": state.client_key,
                 "server_cert": state.hosts[name].server_cert,
+                "ssh": _ssh_of(state.hosts[name], state),
             }
         )
         for name, host in fleet.hosts.items()
@@ -35,9 +40,22 @@ def rebase_fleet(fleet: Fleet, state: LabState) -> Fleet:
     return fleet.model_copy(update={"hosts": hosts})
 
 
+def _ssh_of(host: HostLab, state: LabState) -> str | None:
+    if state.ssh_config is None or host.ssh_port is None or host.ssh_alias is None:
+        return None
+    return host.ssh_alias
+
+
 def lab_site(state: LabState) -> Site:
-    """Host paths rooted in the lab, no GPUs."""
-    return Site(host_root=state.host_root, attach_gpus=False, lab_dir=state.dir)
+    """Shared host paths rooted in the lab, homes in each lab host's own /home, the lab's ssh
+    configuration, no GPUs."""
+    return Site(
+        host_root=state.host_root,
+        attach_gpus=False,
+        lab_dir=state.dir,
+        ssh_config=state.ssh_config,
+        own_homes=state.ssh_config is not None,
+    )
 
 
 def use_lab(fleet: Fleet, lab_dir: Path) -> tuple[Fleet, Site]:

@@ -38,6 +38,14 @@ class HostLab(Frozen):
     server_cert: str
     #: Image aliases the lab created on this daemon.
     images: tuple[str, ...] = ()
+    #: The host's own system (``etc``: a copy of this machine's /etc; ``home``), bound over
+    #: /etc and /home in the daemon's mount namespace; None in a lab made before hosts had one.
+    system: str | None = None
+    #: The host's sshd (in the daemon's namespace) on 127.0.0.1:``ssh_port``.
+    ssh_port: int | None = None
+    sshd_pid: int | None = None
+    #: The host's name in the lab's OpenSSH client configuration (``ssh -F``).
+    ssh_alias: str | None = None
 
     @property
     def socket(self) -> Path:
@@ -67,8 +75,14 @@ class LabState(Frozen):
     #: Veths and subuid/subgid lines made by this lab or another one, that this lab uses; each
     #: is counted in the machine's registry (``lab.shared``) and removed by the last lab down.
     veths: tuple[Veth, ...] = ()
+    #: Lines a lab made before hosts had systems of their own added to this machine's
+    #: /etc/subuid and /etc/subgid; ``lab down`` still releases them. Labs no longer add any.
     subuid_lines: tuple[str, ...] = ()
     subgid_lines: tuple[str, ...] = ()
+    #: The OpenSSH client configuration with a ``Host`` block per lab host (``ssh -F``), and
+    #: the key it logs in with.
+    ssh_config: str | None = None
+    ssh_key: str | None = None
 
     def host(self, name: str) -> HostLab:
         """The lab daemon of ``name``; ``LabMissingError`` when the lab has none."""

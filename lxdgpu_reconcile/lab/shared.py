@@ -1,7 +1,9 @@
 """Machine resources that labs share, counted across every lab on the machine.
 
-Two labs up at once may need the same NIC parent (``eno1``) or the same delegated id. The first
-lab that finds one missing creates it; every lab that needs a resource some lab created records
+Two labs up at once may need the same NIC parent (``eno1``); labs of earlier versions also
+shared the delegation lines they added to this machine's ``/etc/subuid`` (labs now delegate ids
+only in each lab host's own copy, see ``lab.hostsys``). The first lab that finds one missing
+creates it; every lab that needs a resource some lab created records
 itself as one of its users in one registry for the machine (``REGISTRY_DIR/shared.json``, edited
 under an exclusive ``flock``). ``lab down`` removes such a resource only when no other lab uses
 it any more; a lab directory whose ``lab.json`` is gone no longer counts as a user. A resource

@@ -60,8 +60,8 @@ def run(
 def require_root() -> None:
     if os.geteuid() != 0:
         raise LabPrerequisiteError(
-            "the lab needs root (it starts LXD daemons, creates veths and edits /etc/subuid); "
-            "run it as root, e.g. with sudo"
+            "the lab needs root (it starts LXD daemons and sshds in namespaces of their own and "
+            "creates veths); run it as root, e.g. with sudo"
         )
 
 

@@ -136,7 +136,8 @@ def check_config(name: str, host: Host) -> HostConnectError | None:
         "`openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:secp384r1 -nodes "
         "-keyout admin.key -out admin.crt -days 3650 -subj /CN=lxdgpu-reconcile`",
         "client_key": "the private key of client_cert",
-        "server_cert": "copy the host's /var/lib/lxd/server.crt here after checking its "
+        "server_cert": f"`lxdgpu-reconcile host bootstrap {name}` writes it over SSH, or "
+        "copy the host's /var/lib/lxd/server.crt here after checking its "
         "fingerprint (`lxc info | grep certificate_fingerprint` on the host)",
     }
     for field, hint in hints.items():
@@ -177,7 +178,31 @@ def connect(
 
     Sends one request (``GET /1.0``, which pylxd makes to open the client); ``timeout`` applies to
     each request the client sends. Raises ``HostConnectError``.
+
+    A cluster host's ``cluster.endpoints`` (other members) are tried in order when the endpoint
+    does not answer (unreachable or timed out); any other failure is reported at once, and when
+    none answers, the endpoint's own failure is.
     """
+    fallbacks = host.cluster.endpoints if host.cluster is not None else ()
+    try:
+        return _connect_one(name, host, timeout=timeout, counter=counter)
+    except HostConnectError as exc:
+        first = exc
+        if exc.kind not in (HostErrorKind.UNREACHABLE, HostErrorKind.TIMEOUT):
+            raise
+    for endpoint in fallbacks:
+        other = host.model_copy(update={"endpoint": endpoint})
+        try:
+            return _connect_one(name, other, timeout=timeout, counter=counter)
+        except HostConnectError as exc:
+            if exc.kind not in (HostErrorKind.UNREACHABLE, HostErrorKind.TIMEOUT):
+                raise
+    raise first
+
+
+def _connect_one(
+    name: str, host: Host, *, timeout: float, counter: RequestCounter | None
+) -> PylxdApi:
     problem = check_config(name, host)
     if problem is not None:
         raise problem
@@ -305,7 +330,7 @@ def _untrusted(name: str, host: Host) -> HostConnectError:
         f"host {name}: LXD does not trust the tool's certificate"
         + (f" {host.client_cert}" if host.client_cert else ""),
         f"trust the tool's certificate on the host: copy it there and run "
-        f"`lxc config trust add {cert}`",
+        f"`lxc config trust add {cert}`, or run `lxdgpu-reconcile host bootstrap {name}` here",
     )
 
 

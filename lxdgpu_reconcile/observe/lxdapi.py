@@ -10,8 +10,9 @@ known, what to do about it (``lxderrors.explain``). Tests implement the protocol
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -27,10 +28,27 @@ from lxdgpu_reconcile.observe.lxderrors import (
     transport_failure,
 )
 
-__all__ = ["DEFAULT_TIMEOUT", "Connect", "Json", "LxdApi", "LxdError", "PylxdApi", "StaleObject"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "EXEC_ENVIRONMENT",
+    "Connect",
+    "Json",
+    "LxdApi",
+    "LxdError",
+    "PylxdApi",
+    "StaleObject",
+]
 
 #: Default deadline for one LXD operation (create, start, stop, update, delete), in seconds.
 DEFAULT_TIMEOUT = 120.0
+#: The environment of a command ``LxdApi.exec`` runs (LXD adds nothing else for a
+#: non-interactive exec).
+EXEC_ENVIRONMENT = {
+    "HOME": "/root",
+    "USER": "root",
+    "LANG": "C.UTF-8",
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+}
 
 Json = dict[str, Any]
 
@@ -49,8 +67,8 @@ class LxdApi(Protocol):
         """``GET /1.0``: the server's environment and API extensions."""
         ...
 
-    def resources(self, *, timeout: float | None = None) -> Json:
-        """``GET /1.0/resources``."""
+    def resources(self, *, timeout: float | None = None, target: str | None = None) -> Json:
+        """``GET /1.0/resources`` (``?target=MEMBER``: that cluster member's)."""
         ...
 
     def list(
@@ -70,9 +88,16 @@ class LxdApi(Protocol):
         ...
 
     def create(
-        self, collection: str, body: Mapping[str, Any], *, timeout: float, what: str = ""
+        self,
+        collection: str,
+        body: Mapping[str, Any],
+        *,
+        timeout: float,
+        what: str = "",
+        target: str | None = None,
     ) -> Json:
-        """``POST``; the metadata of the finished operation (``{}`` for a synchronous one)."""
+        """``POST``; the metadata of the finished operation (``{}`` for a synchronous one).
+        ``target``: on a cluster, the member the object is created on (``?target=MEMBER``)."""
         ...
 
     def put(
@@ -112,6 +137,12 @@ class LxdApi(Protocol):
         """``POST /1.0/instances/NAME {"name": NEW_NAME}`` (a stopped instance), waited on."""
         ...
 
+    def move_to_member(self, name: str, member: str, *, timeout: float) -> None:
+        """``POST /1.0/instances/NAME?target=MEMBER {"name": NAME, "migration": true,
+        "live": false}``: LXD's move of a stopped instance to another member of its cluster,
+        waited on."""
+        ...
+
     def cancel_operation(self, op_id: str, *, what: str = "cancel operation") -> None:
         """``DELETE /1.0/operations/ID`` (status 400 or 404 when it already ended)."""
         ...
@@ -127,6 +158,22 @@ class LxdApi(Protocol):
 
     def read_log(self, instance: str, name: str, *, offset: int, what: str = "") -> bytes:
         """The bytes of the instance's log file ``name`` from ``offset``; b"" while missing."""
+        ...
+
+    def exec(
+        self,
+        instance: str,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        environment: Mapping[str, str] | None = None,
+        what: str = "",
+    ) -> tuple[int, bytes, bytes]:
+        """Run ``argv`` as root in the running ``instance`` and wait for it: its exit code,
+        standard output and standard error. Non-interactive, with no websocket (``record-output``:
+        LXD records the output in the instance's log files, read from the finished operation and
+        then deleted); no standard input. Raises ``LxdError`` when the command could not run or
+        did not end within ``timeout`` seconds."""
         ...
 
     def file_exists(self, instance: str, path: str) -> bool: ...
@@ -169,8 +216,10 @@ class PylxdApi:
         info: Json = self.client.host_info
         return info
 
-    def resources(self, *, timeout: float | None = None) -> Json:
-        return dict(_read("read resources", self.client.api.resources, {}, timeout) or {})
+    def resources(self, *, timeout: float | None = None, target: str | None = None) -> Json:
+        params = {} if target is None else {"target": target}
+        what = "read resources" if target is None else f"read resources of member {target}"
+        return dict(_read(what, self.client.api.resources, params, timeout) or {})
 
     def list(
         self,
@@ -193,10 +242,17 @@ class PylxdApi:
         return response.json()["metadata"], response.headers.get("ETag", "")
 
     def create(
-        self, collection: str, body: Mapping[str, Any], *, timeout: float, what: str = ""
+        self,
+        collection: str,
+        body: Mapping[str, Any],
+        *,
+        timeout: float,
+        what: str = "",
+        target: str | None = None,
     ) -> Json:
         what = what or f"create {collection[:-1]} {body.get('name', '')}"
-        response = _call(what, self.client.api[collection].post, json=dict(body))
+        params = {} if target is None else {"params": {"target": target}}
+        response = _call(what, self.client.api[collection].post, json=dict(body), **params)
         return self._wait(response, what, timeout)
 
     def put(
@@ -249,6 +305,13 @@ class PylxdApi:
         node = self.client.api.instances[_q(name)]
         self._wait(_call(what, node.post, json={"name": new_name}), what, timeout)
 
+    def move_to_member(self, name: str, member: str, *, timeout: float) -> None:
+        what = f"move instance {name} to member {member}"
+        node = self.client.api.instances[_q(name)]
+        body = {"name": name, "migration": True, "live": False}
+        response = _call(what, node.post, json=body, params={"target": member})
+        self._wait(response, what, timeout)
+
     def cancel_operation(self, op_id: str, *, what: str = "cancel operation") -> None:
         _call(what, self.client.api.operations[op_id].delete)
 
@@ -281,6 +344,60 @@ class PylxdApi:
         if response.status_code == 200:
             return bytes(response.content[offset:])
         raise LxdError(f"{what}: HTTP {response.status_code}", status=response.status_code)
+
+    def exec(
+        self,
+        instance: str,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        environment: Mapping[str, str] | None = None,
+        what: str = "",
+    ) -> tuple[int, bytes, bytes]:
+        what = what or f"run {argv[0] if argv else '?'} in {instance}"
+        body = {
+            "command": list(argv),
+            "environment": dict(environment or EXEC_ENVIRONMENT),
+            "record-output": True,
+            "wait-for-websocket": False,
+            "interactive": False,
+        }
+        op_id = self.start_exec(instance, body, what=what)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(1, min(30, int(deadline - time.monotonic())))
+            meta = self.poll_operation(op_id, wait=left, what=what)
+            if meta.get("status_code") not in (None, 103, 105):  # running, pending
+                break
+            if time.monotonic() >= deadline:
+                raise LxdError(
+                    f"{what}: not finished after {timeout:.0f}s (LXD operation {op_id})",
+                    hint="the command may still run in the container; check it with "
+                    f"`lxc exec {instance} -- ps`",
+                )
+        result = meta.get("metadata") or {}
+        if "return" not in result:
+            error = meta.get("err") or "failed"
+            raise LxdError(f"{what}: {error}", status=meta.get("status_code"), hint=explain(error))
+        outputs = {
+            str(k): str(v).rsplit("/", 1)[-1] for k, v in (result.get("output") or {}).items()
+        }
+        stdout = (
+            self.read_log(instance, outputs["1"], offset=0, what=what) if "1" in outputs else b""
+        )
+        stderr = (
+            self.read_log(instance, outputs["2"], offset=0, what=what) if "2" in outputs else b""
+        )
+        for name in outputs.values():
+            self._delete_log(instance, name)
+        return int(result["return"]), stdout, stderr
+
+    def _delete_log(self, instance: str, name: str) -> None:
+        """Delete a recorded output file; one that cannot be is left (LXD removes it with the
+        instance)."""
+        node = self.client.api.instances[_q(instance)].logs[_q(name)]
+        with contextlib.suppress(LxdError):
+            _call(f"delete log {name} of {instance}", node.delete)
 
     def file_exists(self, instance: str, path: str) -> bool:
         files = self.client.api.instances[_q(instance)].files

@@ -16,6 +16,12 @@ parallel: see docs/performance.md).
 
 A host that cannot be read is not an exception: its snapshot carries a ``HostError`` that says
 why and what to do, and the other hosts are observed all the same.
+
+Given a way to reach each host's own system (``open_shell``, ``observe.transport``), the
+facts of its host layer (accounts, homes, paths, delegations: ``observe.host_facts``) are read in
+the same pass, in parallel with its LXD observation and within the same timeout, into
+``HostSnapshot.facts`` (None for a host whose host layer is not managed). A failed read is
+``HostFacts.error``, as a failed LXD read is ``HostSnapshot.error``.
 """
 
 from __future__ import annotations
@@ -31,12 +37,18 @@ from urllib.parse import unquote, urlsplit
 
 from lxdgpu_reconcile.fleet.models import Fleet, Host
 from lxdgpu_reconcile.observe import connect as connecting
+from lxdgpu_reconcile.observe import members
+from lxdgpu_reconcile.observe.host_facts import FactsQuery, read_facts
+from lxdgpu_reconcile.observe.hostshell import HostShell, OpenShell
 from lxdgpu_reconcile.observe.lxdapi import LxdApi
+from lxdgpu_reconcile.site import REAL, Site
 from lxdgpu_reconcile.state import (
     Address,
     FleetSnapshot,
     GpuObs,
+    HostError,
     HostErrorKind,
+    HostFacts,
     HostSnapshot,
     ImageObs,
     InstanceObs,
@@ -61,6 +73,10 @@ class RawHost:
     profiles: Sequence[Json] = ()  # GET /1.0/profiles?recursion=1
     images: Sequence[Json] = ()  # GET /1.0/images?recursion=1
     pools: Sequence[Json] = ()  # GET /1.0/storage-pools?recursion=1
+    #: A cluster host's GET /1.0/cluster/members?recursion=1, and GET /1.0/resources?target=M
+    #: of each online member (``observe.members``); empty for a single server.
+    members: Sequence[Json] = ()
+    member_resources: Mapping[str, Json] = field(default_factory=dict)
 
 
 # --- I/O ------------------------------------------------------------------------------------------
@@ -73,13 +89,16 @@ def observe_fleet(
     hosts: Iterable[str] | None = None,
     counter: connecting.RequestCounter | None = None,
     addresses: bool = False,
+    open_shell: OpenShell | None = None,
+    site: Site = REAL,
 ) -> FleetSnapshot:
     """Observe ``hosts`` (default: every host of ``fleet``) concurrently.
 
     ``addresses``: also read the addresses of running instances (``status``); without it,
-    ``InstanceObs.addresses`` is empty. Each host gets ``timeout`` seconds. Never raises for a
-    host problem: that host's snapshot carries the error. Raises ``ValueError`` for a host name
-    that is not in the fleet.
+    ``InstanceObs.addresses`` is empty. ``open_shell``: read the host facts of each host it
+    opens a shell for (at the paths of ``site``), alongside its LXD observation. Each host gets
+    ``timeout`` seconds. Never raises for a host problem: that host's snapshot carries the
+    error. Raises ``ValueError`` for a host name that is not in the fleet.
     """
     names = list(fleet.hosts) if hosts is None else list(dict.fromkeys(hosts))
     unknown = [name for name in names if name not in fleet.hosts]
@@ -89,8 +108,18 @@ def observe_fleet(
         )
     if not names:
         return FleetSnapshot()
-    pool = ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="observe")
+    shells = {
+        name: shell
+        for name in (names if open_shell is not None else ())
+        if open_shell is not None and (shell := open_shell(name)) is not None
+    }
+    workers = len(names) + len(shells)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="observe")
     try:
+        facts = {
+            name: pool.submit(_facts_of, shell, FactsQuery.of(fleet, site, name), timeout)
+            for name, shell in shells.items()
+        }
         futures = {
             name: pool.submit(
                 observe_host,
@@ -111,6 +140,12 @@ def observe_fleet(
                 host = fleet.hosts[name]
                 error = connecting.timed_out(name, host, timeout).to_host_error()
                 snapshots[name] = HostSnapshot(host=name, endpoint=host.endpoint, error=error)
+        for name, read in facts.items():
+            try:
+                found = read.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                found = _facts_timed_out(name, shells[name], timeout)
+            snapshots[name] = snapshots[name].model_copy(update={"facts": found})
     finally:
         # A host past its deadline is not waited for; its requests carry their own timeouts.
         pool.shutdown(wait=False, cancel_futures=True)
@@ -136,10 +171,18 @@ def observe_host(
                 client,
                 remaining=lambda: _remaining(name, host, deadline, timeout),
                 addresses=addresses,
+                cluster=host.cluster is not None,
             )
         finally:
             client.close()
         return host_snapshot(name, host.endpoint, raw)
+    except members.NotACluster:
+        error = connecting.HostConnectError(
+            HostErrorKind.CONFIG,
+            f"host {name}: the fleet file says it is a cluster (hosts.{name}.cluster), and "
+            f"{host.endpoint} is a server that is not clustered",
+            f"remove hosts.{name}.cluster, or point the endpoint at a member of the cluster",
+        )
     except (KeyError, TypeError, ValueError) as exc:
         error = connecting.HostConnectError(
             HostErrorKind.ERROR,
@@ -151,13 +194,47 @@ def observe_host(
     return HostSnapshot(host=name, endpoint=host.endpoint, error=error.to_host_error())
 
 
+def _facts_of(shell: HostShell, query: FactsQuery, timeout: float) -> HostFacts:
+    """``read_facts``, with any failure (even a bug) as the facts' error, not an exception."""
+    try:
+        return read_facts(shell, query, timeout=timeout)
+    except Exception as exc:
+        return HostFacts(
+            via=shell.via,
+            error=HostError(
+                kind=HostErrorKind.ERROR,
+                message=f"host {query.host}: reading its own system ({shell.via}) failed: "
+                f"{type(exc).__name__}: {exc}",
+                hint="report this error as a bug, with the command that showed it",
+            ),
+        )
+
+
+def _facts_timed_out(name: str, shell: HostShell, timeout: float) -> HostFacts:
+    return HostFacts(
+        via=shell.via,
+        error=HostError(
+            kind=HostErrorKind.TIMEOUT,
+            message=f"host {name}: its own system ({shell.via}) did not answer within "
+            f"{timeout:g} s",
+            hint="check that the host answers over ssh; give more time with --timeout",
+        ),
+    )
+
+
 def read_host(
-    client: LxdApi, *, remaining: Callable[[], float], addresses: bool = False
+    client: LxdApi,
+    *,
+    remaining: Callable[[], float],
+    addresses: bool = False,
+    cluster: bool = False,
 ) -> RawHost:
     """The raw state of the host behind ``client``: five requests, whatever it holds.
 
     ``remaining()`` gives the seconds left for the next request (and raises when none are).
     ``addresses``: list instances with recursion=2 (their state, with addresses), else 1.
+    ``cluster``: the host is a cluster: its members and their resources instead of the
+    host-wide resources (``observe.members``; raises ``members.NotACluster`` when it is not).
     """
 
     def listing(collection: str, recursion: int) -> list[Json]:
@@ -165,11 +242,17 @@ def read_host(
 
     server = client.host_info
     resources: Json = {}
-    if "resources" in server.get("api_extensions", ()):
+    member_list: list[Json] = []
+    member_resources: dict[str, Json] = {}
+    if cluster:
+        member_list, member_resources = members.read_members(client, remaining=remaining)
+    elif "resources" in server.get("api_extensions", ()):
         resources = client.resources(timeout=remaining())
     return RawHost(
         server=server,
         resources=resources,
+        members=member_list,
+        member_resources=member_resources,
         instances=listing("instances", 2 if addresses else 1),
         profiles=listing("profiles", 1),
         images=listing("images", 1),
@@ -190,19 +273,30 @@ def _remaining(name: str, host: Host, deadline: float, timeout: float) -> float:
 def host_snapshot(name: str, endpoint: str, raw: RawHost) -> HostSnapshot:
     """The snapshot of host ``name`` from the raw answers of one observation."""
     environment: Json = raw.server.get("environment") or {}
-    instances = (parse_instance(item) for item in raw.instances)
+    instances = [parse_instance(item) for item in raw.instances]
     profiles = (parse_profile(item) for item in raw.profiles)
     pools = (parse_pool(item) for item in raw.pools)
     memory = parse_memory(raw.resources)
+    figures: dict[str, Any] = {
+        "cpus": int((raw.resources.get("cpu") or {}).get("total", 0)),
+        "memory_total": memory.get("total"),
+        "memory_used": memory.get("used"),
+    }
+    cluster = members.parse_members(raw.members, raw.member_resources, parse_gpus, parse_memory)
+    instances, unseen = members.split_unseen(instances, cluster)
+    if cluster:
+        figures = members.host_figures(cluster)
     return HostSnapshot(
         host=name,
         endpoint=endpoint,
         server_version=str(environment.get("server_version", "")),
         api_extensions=tuple(raw.server.get("api_extensions") or ()),
-        cpus=int((raw.resources.get("cpu") or {}).get("total", 0)),
-        memory_total=memory.get("total"),
-        memory_used=memory.get("used"),
+        cpus=figures["cpus"],
+        memory_total=figures["memory_total"],
+        memory_used=figures["memory_used"],
         gpus=parse_gpus(raw.resources),
+        members=cluster,
+        unseen=unseen,
         instances={i.name: i for i in sorted(instances, key=lambda i: i.name)},
         profiles={p.name: p for p in sorted(profiles, key=lambda p: p.name)},
         images=tuple(sorted((parse_image(i) for i in raw.images), key=lambda i: i.fingerprint)),
@@ -225,7 +319,14 @@ def parse_instance(data: Json) -> InstanceObs:
         expanded_devices=_devices(data.get("expanded_devices")),
         addresses=parse_addresses(state.get("network")),
         created_at=data.get("created_at") or "",
+        location=_location(data.get("location")),
     )
+
+
+def _location(value: Any) -> str:
+    """An instance's cluster member; LXD says ``none`` (or nothing) on a single server."""
+    text = str(value or "")
+    return "" if text == "none" else text
 
 
 def parse_addresses(network: Json | None) -> tuple[Address, ...]:

@@ -71,6 +71,9 @@ class ErrorCode(StrEnum):
     MISSING_BASE = "missing-base"
     TEMPLATE_FILES = "template-files"
     MOVE_CONFLICT = "move-conflict"
+    #: A member the fleet names (``users.U.member``, ``hosts.X.cluster.members``) that the
+    #: cluster does not have (``planning.placement``).
+    UNKNOWN_MEMBER = "unknown-member"
     # The host layer and preflight (``planning.host_layer``, ``planning.preflight``).
     HOST_LAYER_UNREADABLE = "host-layer-unreadable"
     ACCOUNT_CONFLICT = "account-conflict"

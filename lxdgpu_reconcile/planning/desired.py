@@ -20,9 +20,9 @@ Layout of what is expanded:
   (inherited GPU devices overridden with ``type: none``) and the ownership tags, among them
   ``user.lxdgpu.created-as: HOST/NAME`` (its identity: a copy carries another container's).
 
-Host-side paths (disk sources, CUDA trees, homes) go through ``site.host_path``; paths inside the
-container stay as declared. On a site without GPUs, GPU devices and ``nvidia.*`` keys are left
-out of everything expanded.
+Host-side paths (disk sources, CUDA trees) go through ``site.host_path``, homes through
+``site.home_dir``; paths inside the container stay as declared. On a site without GPUs, GPU
+devices and ``nvidia.*`` keys are left out of everything expanded.
 
 ``limits.cpu``: a count is used as given, capped at the host's CPU count; a share is
 ``floor(cpus * share)``, at least 1 (75% of 32 CPUs is 24, of 1 CPU is 1). When the host was not
@@ -44,8 +44,9 @@ from pydantic import Field
 from lxdgpu_reconcile import site as sites
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.fleet import models
+from lxdgpu_reconcile.fleet.host_needs import home_source
 from lxdgpu_reconcile.gcpause import gc_paused
-from lxdgpu_reconcile.planning import rules
+from lxdgpu_reconcile.planning import placement, rules
 from lxdgpu_reconcile.planning.bulk import trusted
 from lxdgpu_reconcile.planning.common import (
     ErrorCode,
@@ -66,6 +67,7 @@ from lxdgpu_reconcile.planning.desired_profiles import cuda_profile_name as cuda
 from lxdgpu_reconcile.planning.desired_profiles import profiles_for, sorted_devices, start_hash_once
 from lxdgpu_reconcile.planning.desired_profiles import spec_hash as spec_hash
 from lxdgpu_reconcile.planning.desired_profiles import start_hash as start_hash
+from lxdgpu_reconcile.planning.host_layer import LayerSpec, layer_spec
 
 #: The profile LXD creates on every host; used without being declared, managed once declared.
 DEFAULT_PROFILE = "default"
@@ -91,6 +93,14 @@ class DesiredInstance(Frozen):
     state: PowerState = PowerState.RUNNING
     #: ``paused: true`` on the user: the plan holds every action on the container back.
     paused: bool = False
+    #: On a cluster host: the member it lives on (None: none could be chosen), and why
+    #: (``planning.placement``).
+    member: str | None = None
+    placement: str = ""
+    #: ``defaults.container_user``: gets a first password when the container is created.
+    container_user: str = "ubuntu"
+    #: The template runs VNC (``templates.X.vnc``): a first VNC password too.
+    vnc: bool = False
 
     @property
     def spec_hash(self) -> str:
@@ -127,6 +137,9 @@ class DesiredHost(Frozen):
     #: The container name the fleet gives each of its users (``users.NAME.container``): a tagged
     #: container without ``user.lxdgpu.created-as`` under another name is a copy.
     container_names: dict[str, str] = Field(default_factory=dict)
+    #: What the host layer (accounts, homes, delegations) and preflight need of the fleet and
+    #: the site on this host (``planning.host_layer``).
+    layer: LayerSpec = Field(default_factory=LayerSpec)
 
 
 class DesiredState(Frozen):
@@ -310,9 +323,11 @@ def _expand_host(
     instances: dict[str, DesiredInstance] = {}
     external: list[str] = []
     start_hashes: dict[tuple[str, ...], str] = {}
+    placed = placement.cluster_placements(fleet, host, observed, errors)
     for user in scope.users:
+        where = placed.get(user)
         instance = _instance(
-            fleet, site, host, user, profiles, observed, errors, notes, start_hashes
+            fleet, site, host, user, profiles, observed, errors, notes, start_hashes, where
         )
         instances[instance.name] = instance
         external.extend(p for p in instance.profiles if p not in profiles)
@@ -329,8 +344,20 @@ def _expand_host(
             "paused": host in fleet.hosts and fleet.hosts[host].paused,
             "paused_users": shared.paused_users,
             "container_names": shared.container_names,
+            "layer": layer_spec(
+                fleet, site, host, scope.users, profiles=_used_profiles(instances, profiles)
+            ),
         },
     )
+
+
+def _used_profiles(
+    instances: Mapping[str, DesiredInstance], profiles: Mapping[str, DesiredProfile]
+) -> list[str]:
+    """The profiles of the host: declared ones, then those its containers use besides."""
+    used = dict.fromkeys(profiles)
+    used.update((name, None) for i in instances.values() for name in i.profiles)
+    return list(used)
 
 
 # --- one container --------------------------------------------------------------------------------
@@ -346,10 +373,13 @@ def _instance(
     errors: list[PlanError],
     notes: list[str],
     start_hashes: dict[tuple[str, ...], str],
+    placed: placement.Placed | None = None,
 ) -> DesiredInstance:
     """``user``'s container on ``host``. ``start_hashes``: the start hash of each list of
-    profile names met on this host so far (``start_hash`` depends on the names alone there)."""
+    profile names met on this host so far (``start_hash`` depends on the names alone there).
+    ``placed``: its member on a cluster host, whose CPUs and GPUs it is expanded against."""
     spec = fleet.users[user]
+    observed = placement.on_member(observed, placed.member if placed else None)
     name = fleet.container_of(user)
     ref = ObjectRef(kind=ObjectKind.INSTANCE, name=name)
     cuda = tuple(cuda_profile_name(v) for v in spec.cuda)
@@ -388,6 +418,10 @@ def _instance(
             "devices": sorted_devices(devices),
             "state": PowerState(fleet.state_of(user)),
             "paused": spec.paused,
+            "member": placed.member if placed else None,
+            "placement": placed.why if placed else "",
+            "container_user": fleet.defaults.container_user,
+            "vnc": spec.template in fleet.templates and fleet.templates[spec.template].vnc,
         },
     )
 
@@ -405,7 +439,7 @@ def raw_idmap(uid: int, gid: int, container_id: int) -> str:
 def _home_device(defaults: models.Defaults, site: sites.Site, user: str) -> dict[str, str]:
     return {
         "type": "disk",
-        "source": site.host_path(defaults.home_source.replace("{user}", user)),
+        "source": site.home_dir(home_source(defaults, user)),
         "path": home_path(defaults, user),
     }
 

@@ -25,6 +25,7 @@ from pydantic import Field
 from lxdgpu_reconcile import site as sites
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.fleet import models
+from lxdgpu_reconcile.fleet.host_needs import disk_source, profiles_on
 from lxdgpu_reconcile.planning import rules
 from lxdgpu_reconcile.planning.common import ErrorCode, Frozen, ObjectKind, ObjectRef, PlanError
 
@@ -60,15 +61,10 @@ def profiles_for(
     ``whole_host``: also the declared profiles that list ``host`` under ``hosts``. A CUDA version
     that is not declared, or whose profile name a declared profile has, adds to ``errors``.
     """
-    used: list[str] = []
-    versions: list[str] = []
-    for user in users:
-        used.extend(fleet.profiles_of(user))
-        versions.extend(fleet.users[user].cuda)
-    if whole_host:
-        used.extend(name for name, p in fleet.profiles.items() if host in (p.hosts or ()))
+    users = tuple(users)
+    versions = [version for user in users for version in fleet.users[user].cuda]
     profiles: dict[str, DesiredProfile] = {}
-    for name in sorted(set(used)):
+    for name in profiles_on(fleet, host, users, whole_host=whole_host):
         if name in fleet.profiles:
             profiles[name] = _fleet_profile(fleet.profiles[name], site, host, name)
     for version in sorted(set(versions)):
@@ -167,8 +163,8 @@ def _name_taken(host: str, name: str, version: str) -> PlanError:
 def _host_side(device: Mapping[str, str], site: sites.Site) -> dict[str, str]:
     """A profile device with its host-side ``source`` moved onto ``site``."""
     dev = dict(device)
-    source = dev.get("source", "")
-    if dev.get("type") == "disk" and "pool" not in dev and source.startswith("/"):
+    source = disk_source(dev)
+    if source is not None:
         dev["source"] = site.host_path(source)
     return dev
 

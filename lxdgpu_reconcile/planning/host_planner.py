@@ -13,12 +13,15 @@ from lxdgpu_reconcile import state
 from lxdgpu_reconcile.planning import desired as desiring
 from lxdgpu_reconcile.planning import diff
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
+from lxdgpu_reconcile.planning import host_layer as layering
+from lxdgpu_reconcile.planning import preflight as preflighting
 from lxdgpu_reconcile.planning.common import ErrorCode, ObjectKind, ObjectRef
-from lxdgpu_reconcile.planning.instance_steps import InstanceSteps
+from lxdgpu_reconcile.planning.instance_steps import _NEEDS_PRUNE, InstanceSteps
 from lxdgpu_reconcile.planning.model import (
     Action,
     ActionKind,
     Cause,
+    DelegationBody,
     Hold,
     HostPlan,
     ProfileBody,
@@ -27,6 +30,10 @@ from lxdgpu_reconcile.planning.updates import cause_of, drift_or_change
 
 #: Steps of an object's actions: the phase they run in, and their order within it.
 _STEPS: dict[str, tuple[int, int]] = {
+    # The host layer first: accounts, homes, delegations (``planning.host_layer``).
+    layering.ACCOUNT_STEP: (-5, 0),
+    layering.HOME_STEP: (-4, 0),
+    layering.DELEGATION_STEP: (-3, 0),
     "leftover-stop": (-2, 0),
     "leftover-delete": (-2, 1),
     "template-build": (-1, 0),
@@ -45,6 +52,8 @@ _STEPS: dict[str, tuple[int, int]] = {
     "delete-stop": (4, 0),
     "delete": (4, 1),
     "profile-delete": (5, 0),
+    # Last: a delegation no user needs, once the containers that map it are gone.
+    layering.DELEGATION_DELETE_STEP: (6, 0),
 }
 _HOST_ERRORS = "not applied: this host has plan errors"
 _PAUSED = "paused in the fleet file ({key}.paused: true)"
@@ -54,6 +63,7 @@ class HostPlanner(InstanceSteps):
     """Collects the actions and errors of one reachable host, then orders them."""
 
     def run(self) -> HostPlan:
+        self._host_layer()
         self._check_external_profiles()
         self._template_steps()
         for name in self.want.profiles:
@@ -63,6 +73,7 @@ class HostPlanner(InstanceSteps):
         self._prune_instances()
         if self.want.prune.whole_host:
             self._prune_profiles()
+            self._prune_delegations()
         return HostPlan(
             host=self.host,
             applyable=not self.errors,
@@ -70,6 +81,77 @@ class HostPlanner(InstanceSteps):
             notes=tuple(self.notes),
             actions=self._ordered(),
         )
+
+    # --- the host layer and preflight ---
+
+    def _host_layer(self) -> None:
+        """The host actions of the users in scope (first in the plan), and preflight."""
+        removed = {
+            obs.config.get(state.TAG_USER, "")
+            for obs in self.snap.instances.values()
+            if obs.managed and obs.config.get(state.TAG_USER)
+        }
+        layer = layering.plan_host_layer(
+            self.want.layer, self.host, self.snap.facts, removed_users=removed
+        )
+        self.errors.extend(layer.errors)
+        self.notes.extend(layer.notes)
+        planned = []
+        for step in layer.steps:
+            action_id = self.add(
+                step.kind,
+                step.ref,
+                step.step,
+                reason=step.reason,
+                changes=step.changes,
+                body=step.body,
+                cause=step.cause,
+            )
+            self.layer_users[action_id] = step.users
+            for user in step.users:
+                self.layer_deps.setdefault(user, []).append(action_id)
+            if step.ref.kind is ObjectKind.DELEGATION:
+                planned.append(step.ref.name)
+        errors, notes = preflighting.preflight(self.want, self.snap, planned=planned)
+        self.errors.extend(errors)
+        self.notes.extend(notes)
+
+    def _prune_delegations(self) -> None:
+        """Delegations the tool added that no user of the host needs: deleted (with --prune)
+        after the containers that still map them; kept while one that stays maps them."""
+        stale = layering.stale_delegations(self.want.layer, self.snap.facts)
+        if not stale:
+            return
+        mapped = layering.mapped_ids(self.snap.instances)
+        planned = {action.id: action for _, action in self.actions}
+        for file, ident in stale:
+            name = layering.delegation_name(file, ident)
+            deletes, staying = [], []
+            for inst in sorted(mapped.get(name, ())):
+                delete = self.action_id(ObjectRef(kind=ObjectKind.INSTANCE, name=inst), "delete")
+                if delete in planned:
+                    deletes.append(delete)
+                else:
+                    staying.append(inst)
+            line = f"root:{ident}:1"
+            if staying:
+                self.notes.append(
+                    f"{self.host}: {file} {line} stays while {', '.join(staying)} "
+                    "(no longer in the fleet file) still maps it"
+                )
+                continue
+            pending, hold = (None, None) if self.options.prune else (_NEEDS_PRUNE, Hold.PRUNE)
+            self.add(
+                ActionKind.DELETE,
+                ObjectRef(kind=ObjectKind.DELEGATION, name=name),
+                layering.DELEGATION_DELETE_STEP,
+                reason=f"added by lxdgpu-reconcile, and no user on {self.host} needs it any more",
+                body=DelegationBody(file=file, id=ident),
+                depends_on=deletes,
+                pending=pending,
+                hold=hold,
+                cause=Cause.REMOVED,
+            )
 
     # --- templates ---
 
@@ -239,6 +321,9 @@ class HostPlanner(InstanceSteps):
             return _PAUSED.format(key=f"hosts.{self.host}"), Hold.PAUSED
         if action.object.kind is ObjectKind.INSTANCE and action.object.name in self.paused:
             return _PAUSED.format(key=self.paused[action.object.name]), Hold.PAUSED
+        users = self.layer_users.get(action.id)
+        if users and all(user in self.want.paused_users for user in users):
+            return _PAUSED.format(key=f"users.{users[0]}"), Hold.PAUSED
         return None
 
     def _held_back(

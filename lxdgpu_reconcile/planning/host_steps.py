@@ -17,7 +17,7 @@ from lxdgpu_reconcile.planning import diff, rules
 from lxdgpu_reconcile.planning import move_steps as moving
 from lxdgpu_reconcile.planning import template_steps as templating
 from lxdgpu_reconcile.planning.bulk import trusted
-from lxdgpu_reconcile.planning.common import ErrorCode, ObjectRef, PlanError
+from lxdgpu_reconcile.planning.common import ErrorCode, ObjectKind, ObjectRef, PlanError
 from lxdgpu_reconcile.planning.model import (
     Action,
     ActionKind,
@@ -26,6 +26,10 @@ from lxdgpu_reconcile.planning.model import (
     Hold,
     PlanOptions,
 )
+
+#: Steps of a container that wait for its user's host actions (and any write of its idmap).
+_NEEDS_LAYER = frozenset({"create", "move", "start", "restart-start"})
+_IDMAP = ("config", "raw.idmap")
 
 
 class HostSteps:
@@ -56,6 +60,10 @@ class HostSteps:
         self.leaving: dict[str, list[str]] = {}
         self.deleted: set[str] = set()
         self.blocked: set[str] = set()
+        #: The host actions (accounts, homes, delegations) each user's container needs, and the
+        #: users each host action is for (``planning.host_layer``).
+        self.layer_deps: dict[str, list[str]] = {}
+        self.layer_users: dict[str, tuple[str, ...]] = {}
         #: Paused containers (of paused users) -> the fleet key that pauses them.
         self.paused: dict[str, str] = {
             name: f"users.{want.user}" for name, want in want.instances.items() if want.paused
@@ -87,6 +95,9 @@ class HostSteps:
         hold: Hold | None = None,
     ) -> str:
         action_id = self.action_id(ref, step)
+        if self.layer_deps and ref.kind is ObjectKind.INSTANCE:
+            changes = tuple(changes)
+            depends_on = [*depends_on, *self._needs_layer(ref, step, changes)]
         # Every value is of its field's type (mypy checks the callers): made without validating
         # again, as a large fleet's plan has tens of thousands of actions (planning.bulk).
         action = trusted(
@@ -111,6 +122,19 @@ class HostSteps:
         )
         self.actions.append((step, action))
         return action_id
+
+    def _needs_layer(
+        self, ref: ObjectRef, step: str, changes: tuple[diff.FieldChange, ...]
+    ) -> list[str]:
+        """The host actions an action on container ``ref`` waits for: its create, move and
+        starts, and a write of its ``raw.idmap``, need its user's account, home and
+        delegations on the host."""
+        want = self.want.instances.get(ref.name)
+        if want is None:
+            return []
+        if step not in _NEEDS_LAYER and not any(c.path == _IDMAP for c in changes):
+            return []
+        return self.layer_deps.get(want.user, [])
 
     def _error(self, code: ErrorCode, ref: ObjectRef, message: str, *fixes: str) -> None:
         self.errors.append(

@@ -44,6 +44,9 @@ class InstanceSteps(HostSteps):
     # --- containers ---
 
     def _instance(self, want: desiring.DesiredInstance) -> None:
+        if want.name in self.snap.unseen:
+            self.notes.append(_out_of_sight(self.snap, want.name))
+            return
         obs = self.snap.instances.get(want.name)
         source = self.moves.to.get(moving.key(self.host, want.name))
         if source is not None:
@@ -53,7 +56,9 @@ class InstanceSteps(HostSteps):
             self._create(want)
             return
         adopting = self._check_instance(want, obs)
-        if adopting is False and unfinishing.unfinished(obs):
+        if adopting is False and moving.wants_member_move(self.snap, want, obs):
+            moving.plan_member_move(self, want, obs)
+        elif adopting is False and unfinishing.unfinished(obs):
             self._recreate(want, obs)
         elif adopting is not None:
             self._update(want, obs, adopting)
@@ -176,19 +181,37 @@ class InstanceSteps(HostSteps):
                 "profiles": want.profiles,
                 "config": dict(want.config),
                 "devices": {name: dict(device) for name, device in want.devices.items()},
-                "first_password": None,
-                "vnc": False,
+                # A first password for the container user once it runs (execute.passwords).
+                "first_password": want.container_user,
+                "vnc": want.vnc,
+                "target": want.member if self.snap.clustered else None,
             },
-            given=("name", "alias", "profiles", "config", "devices"),
+            given=(
+                *("name", "alias", "profiles", "config", "devices"),
+                *("first_password", "vnc", "target"),
+            ),
         )
         unseen = [h for h in self.moves.unseen if h != self.host] if after is None else []
+        unseen += [
+            h
+            for h, names in self.moves.unseen_names.items()
+            if h != self.host and want.name in names and after is None
+        ]
+        pending = _unseen_words(unseen, want.user) if unseen else None
+        reason = f"user {want.user} has no container on {self.host}"
+        if self.snap.clustered:
+            on = f"on member {want.member}" if want.member else "no member"
+            reason += f"; {on}: {want.placement}"
+            if want.member is None:
+                pending = pending or f"not created: {want.placement}"
+            pending = pending or moving.member_down(self.snap, want.member)
         create = self.add(
             ActionKind.CREATE,
             ref,
             "create",
-            reason=f"user {want.user} has no container on {self.host}",
-            pending=_unseen_words(unseen, want.user) if unseen else None,
-            hold=Hold.UNSEEN_HOSTS if unseen else None,
+            reason=reason,
+            pending=pending,
+            hold=Hold.UNSEEN_HOSTS if pending else None,
             changes=diff.diff(wanted, diff.EMPTY),
             depends_on=[
                 *self._profile_deps(want.profiles),
@@ -365,6 +388,11 @@ class InstanceSteps(HostSteps):
                 pending, hold = _NEEDS_PRUNE, Hold.PRUNE
             elif users:
                 pending, hold = f"still used by {', '.join(users)}", Hold.IN_USE
+            elif self.snap.unseen:
+                pending = "containers on a member that is not online could not be seen: " + (
+                    ", ".join(sorted(self.snap.unseen))
+                )
+                hold = Hold.UNSEEN_HOSTS
             self.add(
                 ActionKind.DELETE,
                 ref,
@@ -390,6 +418,17 @@ class InstanceSteps(HostSteps):
             elif profile in obs.profiles:
                 users.append(name)
         return users
+
+
+def _out_of_sight(snap: state.HostSnapshot, name: str) -> str:
+    """The note for a container on a cluster member that is not online."""
+    member = snap.unseen[name]
+    found = snap.member(member)
+    status = found.status.lower() if found is not None and found.status else "not online"
+    return (
+        f"{snap.host}: {name} is on member {member}, which is {status}: it could not be seen, "
+        "and nothing is planned for it"
+    )
 
 
 def _moved_words(obs: state.InstanceObs) -> str:

@@ -86,6 +86,8 @@ class CreateInstanceBody(Frozen):
     devices: dict[str, dict[str, str]]
     first_password: str | None = None
     vnc: bool = False
+    #: On a cluster host: the member it is created on (``POST /1.0/instances?target=MEMBER``).
+    target: str | None = None
 
 
 class AccountBody(Frozen):
@@ -206,6 +208,10 @@ class MoveInstanceBody(Frozen):
     devices: dict[str, dict[str, str]]
     preserve: rules.Preserve
     start: bool = True
+    #: On a cluster host: the member the container moves to. On the same host as its source
+    #: this is a move inside the cluster (LXD's move of the stopped instance with a target,
+    #: ``execute.cluster_moves``); from another host, the member the copy is created on.
+    member: str | None = None
 
 
 Body = Annotated[

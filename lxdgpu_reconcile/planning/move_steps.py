@@ -60,6 +60,8 @@ class MovePlan(Frozen):
     away: tuple[str, ...] = ()
     #: Hosts that could not be read: a user's container may be there, out of sight.
     unseen: tuple[str, ...] = ()
+    #: Cluster hosts with a member that is not online -> the containers there, out of sight.
+    unseen_names: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
 
 def key(host: str, name: str) -> str:
@@ -93,7 +95,8 @@ def find_moves(desired: desiring.DesiredState, snapshot: state.FleetSnapshot) ->
     away = tuple(key(s.host, s.name) for s in to.values())
     unseen = {h for h, seen in snapshot.hosts.items() if not seen.reachable}
     unseen.update(h for h in desired.hosts if h not in snapshot.hosts)
-    return MovePlan(to=to, away=away, unseen=tuple(sorted(unseen)))
+    names = {h: tuple(sorted(seen.unseen)) for h, seen in snapshot.hosts.items() if seen.unseen}
+    return MovePlan(to=to, away=away, unseen=tuple(sorted(unseen)), unseen_names=names)
 
 
 def _source(
@@ -180,8 +183,15 @@ def plan_move(
     outage = src.running and target is None
     pending, hold = None, None
     verb = "renaming" if renaming else "moving"
+    # On a cluster: a rename that also changes the member, or a move in from another host,
+    # goes to the member the fleet gives it.
+    member = want.member if planner.snap.clustered else None
+    changes_member = member is not None and (not renaming or src.location != member)
+    down = member_down(planner.snap, member)
     if source.paused:
         pending, hold = f"paused in the fleet file (hosts.{source.host}.paused: true)", Hold.PAUSED
+    elif down:
+        pending, hold = down, Hold.UNSEEN_HOSTS
     elif outage and not planner.options.allow_restart:
         pending = (
             f"{verb} stops {where}: apply with --allow-restart (or let reconcile do it inside "
@@ -199,15 +209,18 @@ def plan_move(
         devices=want.devices,
         preserve=planner.preserve,
         start=want.state is PowerState.RUNNING,
+        member=member if changes_member else None,
     )
     if renaming:
         reason = f"user {want.user}'s container name changed: {source.name} -> {want.name}"
     else:
         reason = f"user {want.user}'s host changed: {source.host} -> {host}"
+    if changes_member:
+        reason += f"; to member {member}: {want.placement}"
     if target is not None or state.TAG_MOVED_TO in src.config:
         reason += " (finishes an interrupted move)"
     planner.add(
-        ActionKind.RENAME if renaming else ActionKind.MOVE,
+        ActionKind.RENAME if renaming and not changes_member else ActionKind.MOVE,
         ref,
         "move",
         reason=reason,
@@ -226,3 +239,93 @@ def plan_move(
             f"{host}: {want.name} moves from {source.host}: the home directory does not move "
             f"(its data stays on {source.host}'s disk); {home} must exist on {host}"
         )
+
+
+def member_down(snap: state.HostSnapshot, member: str | None) -> str | None:
+    """Why nothing can be written on cluster ``member`` of ``snap`` now (it is not online), or
+    None."""
+    found = snap.member(member) if member is not None else None
+    if found is None or found.online:
+        return None
+    return (
+        f"member {member} of {snap.host} is {found.status.lower() or 'not online'}: waits until "
+        "it is online again"
+    )
+
+
+def plan_member_move(
+    planner: InstanceSteps, want: desiring.DesiredInstance, obs: state.InstanceObs
+) -> None:
+    """Move ``obs`` to the member the fleet names (``users.U.member``) inside its cluster:
+    stopped, LXD's move with a target, rewritten, started (``execute.cluster_moves``). The
+    same rules as a move between hosts: an outage (``--allow-restart``), the GPU-busy guard;
+    there is only ever one copy, so two can never run."""
+    host = planner.host
+    ref = ObjectRef(kind=ObjectKind.INSTANCE, name=want.name)
+    member = want.member
+    assert member is not None
+    arrived = obs.location == member
+    outage = obs.running and not arrived
+    pending, hold = None, None
+    down = member_down(planner.snap, member)
+    if down:
+        pending, hold = down, Hold.UNSEEN_HOSTS
+    elif outage and not planner.options.allow_restart:
+        pending = (
+            f"moving {want.name} to member {member} stops it: apply with --allow-restart (or let "
+            "reconcile do it inside its restart window)"
+        )
+        hold = Hold.RESTART
+    wanted = diff.essence(
+        config=want.config, devices=want.devices, profiles=want.profiles, preserve=planner.preserve
+    )
+    body = MoveInstanceBody(
+        user=want.user,
+        source_host=host,
+        source_name=want.name,
+        source_observed=fingerprints.instance(obs, None),
+        name=want.name,
+        profiles=want.profiles,
+        config=want.config,
+        devices=want.devices,
+        preserve=planner.preserve,
+        start=want.state is PowerState.RUNNING,
+        member=member,
+    )
+    reason = f"user {want.user}'s member changed: {obs.location or '?'} -> {member}"
+    if arrived or state.TAG_MOVED_TO in obs.config:
+        reason += " (finishes an interrupted move)"
+    planner.add(
+        ActionKind.MOVE,
+        ref,
+        "move",
+        reason=reason,
+        changes=diff.diff(wanted, diff.instance_essence(obs, planner.preserve)),
+        restart=outage,
+        pending=pending,
+        depends_on=planner._profile_deps(want.profiles),
+        body=body,
+        cause=Cause.MOVED,
+        hold=hold,
+    )
+    home = want.devices.get(desiring.HOME_DEVICE, {}).get("source", "")
+    planner.notes.append(
+        f"{host}: {want.name} moves from member {obs.location or '?'} to {member}: the home "
+        f"directory does not move; {home} must exist on {member}"
+    )
+
+
+def wants_member_move(
+    snap: state.HostSnapshot, want: desiring.DesiredInstance, obs: state.InstanceObs
+) -> bool:
+    """Whether ``obs`` must move to another member of its cluster (or finish such a move)."""
+    if not snap.clustered or want.member is None or not obs.location:
+        return False
+    here = key(snap.host, want.name)
+    return obs.location != want.member or (
+        obs.managed and _moving_to(obs) == here and not _renamed(obs, here)
+    )
+
+
+def _renamed(obs: state.InstanceObs, here: str) -> bool:
+    return obs.config.get(state.TAG_CREATED_AS, here) != here

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from lxdgpu_reconcile import service
 from lxdgpu_reconcile.execute import executor
@@ -36,13 +37,15 @@ def run_cycle(
     timeout: float,
     progress: executor.Progress | None = None,
     observed: Callable[[FleetSnapshot], None] | None = None,
+    credentials: Path | None = None,
 ) -> Cycle:
     """Observe every host, plan, govern the plan with ``decision`` and apply what it allows
     (``service.plan`` and ``service.apply``, as ``apply`` does).
 
     Nothing is applied when the plan has errors not tied to a host, or nothing is left to do.
     ``observed`` is given the observation the plan was made from, before anything is applied
-    (``reconcile --snapshot-out``).
+    (``reconcile --snapshot-out``). ``credentials``: ``--credentials-dir``, where the first
+    passwords of containers it creates go.
     """
     request = service.PlanRequest(prune=decision.prune, allow_restart=decision.allow_restart)
     planned = service.plan(loaded, request, timeout=min(timeout, OBSERVE_TIMEOUT))
@@ -52,5 +55,12 @@ def run_cycle(
     if plan.errors or all(action.pending is not None for action in plan.actions):
         return Cycle(plan=plan, report=ApplyReport())
     # The run's own options bound what the executor may delete, whatever the plan says.
-    report = service.apply(loaded, plan, timeout=timeout, progress=progress, request=request)
+    report = service.apply(
+        loaded,
+        plan,
+        timeout=timeout,
+        progress=progress,
+        request=request,
+        credentials=credentials,
+    )
     return Cycle(plan=plan, report=report)

@@ -13,6 +13,11 @@ from rich.text import Text
 
 from lxdgpu_reconcile.execute.results import ActionResult, ApplyReport, Event, Outcome
 from lxdgpu_reconcile.planning import model as plans
+from lxdgpu_reconcile.planning.common import ObjectKind
+from lxdgpu_reconcile.report import plan_text
+
+#: Object kinds of the host layer: described as the plan describes them.
+_HOST_LAYER = (ObjectKind.ACCOUNT, ObjectKind.HOME, ObjectKind.DELEGATION)
 
 #: The mark and style of each outcome, in progress lines and summaries.
 MARKS = {
@@ -28,6 +33,8 @@ def describe(action: plans.Action) -> str:
     verb = action.kind.value
     if action.restart and action.kind is plans.ActionKind.UPDATE:
         verb = "update (restart)"
+    if action.object.kind in _HOST_LAYER:
+        return f"{verb} {plan_text.object_words(action)}"
     return f"{verb} {action.object.kind.value} {action.object.name}"
 
 

@@ -210,8 +210,7 @@ def _diff_lines(host: plans.HostPlan) -> Iterator[str]:
 def _entry(action: plans.Action, steps: list[plans.Action]) -> Iterator[str]:
     moving = action.kind in (plans.ActionKind.MOVE, plans.ActionKind.RENAME)
     symbol = "-/+" if action.restart and not moving else _SYMBOLS.get(action.kind, "+")
-    header = f"{symbol} {action.object.kind.value} {action.object.name}"
-    header += plan_text.move_from(action)
+    header = f"{symbol} {plan_text.object_words(action)}"
     words = plan_text.entry_words(action, steps)
     if words:
         header += f" ({words})"

@@ -139,22 +139,61 @@ def entry_words(action: plan.Action, steps: Iterable[plan.Action]) -> str:
     return " -> ".join(names)
 
 
+def object_words(action: plan.Action) -> str:
+    """What an action acts on, as its entry names it: ``instance tom-container``, ``h1 -> h2``
+    after a moved container; for the host layer ``host account tom (uid 1003, gid 1003, shell
+    nologin, home /home/tom 0750)``, ``home /home/tom owner 1003:1003``, ``subuid root:1003:1``."""
+    body = action.body
+    if isinstance(body, plan.AccountBody):
+        shell = body.shell.rsplit("/", 1)[-1]
+        return (
+            f"host account {body.name} (uid {body.uid}, gid {body.gid}, shell {shell}, home "
+            f"{body.home} {body.home_mode})"
+        )
+    if isinstance(body, plan.HomeBody):
+        if action.kind is plan.ActionKind.CREATE:
+            return f"home {body.path} (owner {body.uid}:{body.gid}, mode {body.mode})"
+        changed = {change.path for change in action.changes}
+        words = [f"home {body.path}"]
+        if ("owner",) in changed:
+            words.append(f"owner {body.uid}:{body.gid}")
+        if ("mode",) in changed:
+            words.append(f"mode {body.mode}")
+        return " ".join(words)
+    if isinstance(body, plan.DelegationBody):
+        return f"{body.file} root:{body.id}:1"
+    return f"{action.object.kind.value} {action.object.name}{move_from(action)}"
+
+
 def move_from(action: plan.Action) -> str:
-    """``  h1 -> h2`` (a move), ``  old -> new`` (a rename), ``  h1:old -> h2:new`` (both);
+    """``  h1 -> h2`` (a move), ``  old -> new`` (a rename), ``  h1:old -> h2:new`` (both),
+    ``  to member node2`` (a move inside a cluster), `` (on node2)`` (a create on a cluster);
     empty for other actions."""
     body = action.body
+    if isinstance(body, plan.CreateInstanceBody) and body.target is not None:
+        return f" (on {body.target})"
     if not isinstance(body, plan.MoveInstanceBody):
         return ""
+    if body.source_host == action.host and body.member is not None:
+        renamed = f"{body.source_name} -> {body.name}, " if body.source_name != body.name else ""
+        return f"  {renamed}to member {body.member}"
+    on = f" (on {body.member})" if body.member is not None else ""
     if body.source_host == action.host:
         return f"  {body.source_name} -> {body.name}"
     if body.source_name == body.name:
-        return f"  {body.source_host} -> {action.host}"
-    return f"  {body.source_host}:{body.source_name} -> {action.host}:{body.name}"
+        return f"  {body.source_host} -> {action.host}{on}"
+    return f"  {body.source_host}:{body.source_name} -> {action.host}:{body.name}{on}"
 
 
 def move_steps(action: plan.Action, body: plan.MoveInstanceBody) -> str:
     """The steps of a move or rename, in order."""
     renaming = body.source_host == action.host
+    if renaming and body.member is not None:
+        steps = ["check the GPUs are idle", "stop"]
+        if body.source_name != body.name:
+            steps.append("rename")
+        steps += [f"move to member {body.member}", f"rewrite for {body.member}"]
+        return ", ".join([*steps, *(["start", "check it runs"] if body.start else [])])
     steps = ["check the GPUs are idle", f"stop on {body.source_host}"]
     steps.append("rename" if renaming else f"copy to {action.host}")
     steps.append("rewrite for the new name" if renaming else f"rewrite for {action.host}")
@@ -175,7 +214,7 @@ def _entry(action: plan.Action, steps: list[plan.Action]) -> Iterator[Text]:
         "  ",
         (symbol, f"bold {style}"),
         " ",
-        f"{action.object.kind.value} {action.object.name}{move_from(action)}",
+        object_words(action),
     )
     words = entry_words(action, steps)
     if words:

@@ -27,6 +27,7 @@ from lxdgpu_reconcile.state import (
     HostError,
     HostSnapshot,
     InstanceObs,
+    MemberObs,
 )
 
 #: Version of the JSON shape; bumped when a field changes meaning or disappears.
@@ -36,6 +37,8 @@ JSON_FORMAT = 1
 ABSENT = "absent"
 #: ``state`` of a container the fleet declares on a host that could not be read.
 UNKNOWN = "unknown"
+#: ``state`` of a container on a cluster member that is not online (it could not be seen).
+UNREACHABLE = "unreachable"
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class HostRow:
     gpus: tuple[GpuObs, ...]
     gpus_expected: int | None
     containers: int
+    #: A cluster host's members.
+    members: tuple[MemberObs, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ class ContainerRow:
     template: str | None
     #: The host a move took the container to (``user.lxdgpu.moved-to``), once the move finished.
     moved_to: str | None = None
+    #: On a cluster host: the member the container is on.
+    member: str | None = None
 
     def ips(self, family: str) -> tuple[str, ...]:
         return tuple(a.address for a in self.addresses if a.family == family)
@@ -105,15 +112,19 @@ def status_report(fleet: Fleet, snapshot: FleetSnapshot) -> StatusReport:
                 cpus=snap.cpus,
                 gpus=snap.gpus,
                 gpus_expected=spec.gpus if spec else None,
-                containers=len(snap.instances),
+                containers=len(snap.instances) + len(snap.unseen),
+                members=snap.members,
             )
         )
+        for container, member in snap.unseen.items():
+            user = owners.get((name, container))
+            containers.append(_unseen_row(fleet, snap, container, member, user))
         for instance in snap.instances.values():
             containers.append(
                 _observed_row(fleet, snap, instance, owners.get((name, instance.name)))
             )
         for (host, container), user in owners.items():
-            if host == name and container not in snap.instances:
+            if host == name and container not in snap.instances and container not in snap.unseen:
                 containers.append(_declared_row(fleet, snap, container, user))
     containers.sort(key=lambda row: (row.host, row.name))
     return StatusReport(hosts=tuple(hosts), containers=tuple(containers))
@@ -149,6 +160,29 @@ def _observed_row(
         image_fingerprint=fingerprint,
         template=template,
         moved_to=_moved_to(instance),
+        member=instance.location or None,
+    )
+
+
+def _unseen_row(
+    fleet: Fleet, snap: HostSnapshot, container: str, member: str, user: str | None
+) -> ContainerRow:
+    """A container on a cluster member that is not online: only its name and member are known."""
+    return ContainerRow(
+        host=snap.host,
+        name=container,
+        type="container",
+        user=user,
+        declared=user is not None,
+        managed=False,
+        state=UNREACHABLE,
+        addresses=(),
+        profiles=(),
+        cpu_limit=None,
+        image=None,
+        image_fingerprint=None,
+        template=fleet.users[user].template if user is not None else None,
+        member=member,
     )
 
 
@@ -216,6 +250,17 @@ def _host_json(row: HostRow) -> dict[str, Any]:
         ],
         "gpus_expected": row.gpus_expected,
         "containers": row.containers if row.error is None else None,
+        # Only on a cluster host: its members.
+        **({"members": [_member_json(m) for m in row.members]} if row.members else {}),
+    }
+
+
+def _member_json(member: MemberObs) -> dict[str, Any]:
+    return {
+        "name": member.name,
+        "status": member.status,
+        "cpus": member.cpus if member.online else None,
+        "gpus": [gpu.id for gpu in member.gpus] if member.online else None,
     }
 
 
@@ -237,6 +282,8 @@ def _container_json(row: ContainerRow) -> dict[str, Any]:
         "template": row.template,
         # Only on the source of a finished move: "moved to HOST" in the table.
         **({"moved_to": row.moved_to} if row.moved_to else {}),
+        # Only on a cluster host: the member the container is on.
+        **({"member": row.member} if row.member else {}),
     }
 
 
@@ -249,6 +296,7 @@ _STATE_STYLE = {
     "error": "red",
     ABSENT: "magenta",
     UNKNOWN: "dim",
+    UNREACHABLE: "red",
 }
 
 
@@ -319,9 +367,10 @@ def _containers_tables(report: StatusReport) -> list[Table]:
         table = Table(
             title=f"Containers on {host.name}", title_justify="left", box=box.SIMPLE, pad_edge=False
         )
+        clustered = bool(host.members)
         cells = [
             (
-                row.name,
+                f"{row.name} ({row.member})" if clustered and row.member else row.name,
                 row.user or "-",
                 Text(_state_cell(row), style=_STATE_STYLE.get(row.state, "")),
                 _addresses_cell(row, "inet"),
@@ -333,12 +382,13 @@ def _containers_tables(report: StatusReport) -> list[Table]:
             )
             for row in rows
         ]
+        first = "Container (member)" if clustered else "Container"
         for index, column in enumerate(
-            ("Container", "User", "State", "IPv4", "IPv6", "Profiles", "CPU", "Image", "Managed")
+            (first, "User", "State", "IPv4", "IPv6", "Profiles", "CPU", "Image", "Managed")
         ):
             # Names, states and IPv4 addresses (what users look up) are not folded on narrow
             # terminals; the other columns give way first.
-            whole = column in ("Container", "User", "State", "IPv4")
+            whole = column in (first, "User", "State", "IPv4")
             widest = max(len(column), *(len(str(cell[index]).split("\n")[0]) for cell in cells))
             table.add_column(column, overflow="fold", min_width=widest if whole else None)
         for cell in cells:
@@ -358,7 +408,7 @@ def _image_cell(row: ContainerRow) -> str:
 
 
 def _managed_cell(row: ContainerRow) -> str | Text:
-    if row.state in (ABSENT, UNKNOWN):
+    if row.state in (ABSENT, UNKNOWN, UNREACHABLE):
         return "-"
     return "yes" if row.managed else Text("no", style="dim")
 

@@ -1,4 +1,5 @@
-"""``FakeFleet``: one in-memory LXD host (``tests.fakes.lxd.FakeLxd``) per reachable host of a
+"""``FakeFleet``: one in-memory LXD host (``tests.fakes.lxd.FakeLxd``, or
+``tests.fakes.cluster.FakeCluster`` for a snapshot with members) per reachable host of a
 snapshot; its ``connect`` is what the executor opens hosts with. No I/O."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from typing import Any
 from lxdgpu_reconcile import state
 from lxdgpu_reconcile.observe.connect import HostConnectError
 from lxdgpu_reconcile.observe.lxdapi import LxdApi
+from tests.fakes.cluster import FakeCluster
 from tests.fakes.lxd import FakeLxd
 
 
@@ -21,7 +23,8 @@ class FakeFleet:
         for index, (name, snap) in enumerate(snapshot.hosts.items(), start=1):
             if snap.error is None:
                 address = f"127.0.0.{index}:8443"
-                self.hosts[name] = FakeLxd(snap, address=address, peers=self.hosts, **options)
+                kind = FakeCluster if snap.members else FakeLxd
+                self.hosts[name] = kind(snap, address=address, peers=self.hosts, **options)
         self.opened: list[str] = []
 
     def connect(self, host: str) -> LxdApi:

@@ -5,8 +5,9 @@ It starts from a ``state.HostSnapshot`` and enforces what LXD enforces: an ETag 
 deleting a running or protected instance, or a profile in use, refused; ``raw.idmap`` mapping host
 ids that are not delegated failing the start the way LXD's ``forkstart`` does; the keys LXD adds on
 create. Instance migrations between peers (``migrate_source``, then a create that pulls it,
-files included) and renames work. Images, aliases, download secrets, file pushes, ``exec``
-(commands answered by ``exec_handler``) and publishing work, so the real executor's template
+files included) and renames work. Images, aliases, download secrets, file pushes,
+``start_exec`` (commands answered by ``exec_handler``), ``exec`` (argument vectors answered by
+``argv_handler``) and publishing work, so the real executor's template
 builds and copies run on it. ``fail`` injects an operation failure, ``after_read`` a concurrent
 change. ``tests.fakes.fleet.FakeFleet`` holds one per host.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable, Iterator, Mapping, Set
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,10 +29,18 @@ from tests.fakes.lxd_data import Json
 _INSTANCE_FIELDS = ("architecture", "config", "devices", "ephemeral", "profiles", "stateful")
 _PROFILE_FIELDS = ("config", "description", "devices")
 ExecHandler = Callable[[str, str], tuple[int, bytes]]
+#: Answers ``exec``: (instance, argv, environment) -> (exit code, stdout, stderr).
+ArgvHandler = Callable[[str, tuple[str, ...], Mapping[str, str]], tuple[int, bytes, bytes]]
 
 
 def _succeed(instance: str, command: str) -> tuple[int, bytes]:
     return 0, b""
+
+
+def _succeed_argv(
+    instance: str, argv: tuple[str, ...], environment: Mapping[str, str]
+) -> tuple[int, bytes, bytes]:
+    return 0, b"", b""
 
 
 class FakeLxd:
@@ -78,6 +87,9 @@ class FakeLxd:
         self.operations: dict[str, Json] = {}
         self.executed: list[tuple[str, str]] = []
         self.exec_handler: ExecHandler = _succeed
+        #: Every ``exec`` (instance, argv), in order, and what answers it.
+        self.argv_executed: list[tuple[str, tuple[str, ...]]] = []
+        self.argv_handler: ArgvHandler = _succeed_argv
         self.writes: list[str] = []
         self.after_read: Callable[[str, str], None] | None = None
         self.closed = 0
@@ -111,7 +123,10 @@ class FakeLxd:
     def host_info(self) -> Json:
         return copy.deepcopy(self._server)
 
-    def resources(self, *, timeout: float | None = None) -> Json:
+    def resources(self, *, timeout: float | None = None, target: str | None = None) -> Json:
+        if target is not None:
+            what = f"read resources of member {target}"
+            raise _error(what, 400, "Server isn't part of a cluster")
         return copy.deepcopy(self._resources)
 
     def list(
@@ -142,10 +157,17 @@ class FakeLxd:
     # --- writes --------------------------------------------------------------------------------
 
     def create(
-        self, collection: str, body: Mapping[str, Any], *, timeout: float, what: str = ""
+        self,
+        collection: str,
+        body: Mapping[str, Any],
+        *,
+        timeout: float,
+        what: str = "",
+        target: str | None = None,
     ) -> Json:
         what = what or f"create {collection[:-1]} {body.get('name', '')}"
-        with self._write(f"POST {collection}"):
+        with self._write(f"POST {collection}" + (f"?target={target}" if target else "")):
+            self._check_target(target, what)
             self._injected("create", str(body.get("name", "")), what)
             if collection == "instances":
                 self._create_instance(dict(body), what)
@@ -273,6 +295,10 @@ class FakeLxd:
             for inst, path in [k for k in self.files if k[0] == name]:
                 self.files[(new_name, path)] = self.files.pop((inst, path))
 
+    def move_to_member(self, name: str, member: str, *, timeout: float) -> None:
+        what = f"move instance {name} to member {member}"
+        raise _error(what, 400, "Server isn't part of a cluster")
+
     def cancel_operation(self, op_id: str, *, what: str = "cancel operation") -> None:
         with self._write(f"DELETE operations/{op_id}"):
             if self.operations.pop(op_id, None) is None:
@@ -298,6 +324,23 @@ class FakeLxd:
             }
             return op_id
 
+    def exec(
+        self,
+        instance: str,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        environment: Mapping[str, str] | None = None,
+        what: str = "",
+    ) -> tuple[int, bytes, bytes]:
+        what = what or f"run {argv[0] if argv else '?'} in {instance}"
+        with self._write(f"POST instances/{instance}/exec"):
+            self._running(instance, what)
+            command = tuple(str(arg) for arg in argv)
+            self.argv_executed.append((instance, command))
+        # Outside the lock: the handler may read and write the fake's files.
+        return self.argv_handler(instance, command, dict(environment or {}))
+
     def poll_operation(self, op_id: str, *, wait: int, what: str = "") -> Json:
         with self._lock:
             if op_id not in self.operations:
@@ -322,7 +365,8 @@ class FakeLxd:
     def push_file(
         self, instance: str, path: str, content: bytes, *, mode: str, uid: int, gid: int, what: str
     ) -> None:
-        self._push(instance, path, {"type": "file", "content": content, "mode": mode}, what)
+        entry = {"type": "file", "content": content, "mode": mode, "uid": uid, "gid": gid}
+        self._push(instance, path, entry, what)
 
     def make_directory(
         self, instance: str, path: str, *, mode: str, uid: int, gid: int, what: str
@@ -333,6 +377,11 @@ class FakeLxd:
         self.closed += 1
 
     # --- internals -----------------------------------------------------------------------------
+
+    def _check_target(self, target: str | None, what: str) -> None:
+        """A single server refuses a ``target`` (``tests.fakes.cluster`` accepts members)."""
+        if target is not None:
+            raise _error(what, 400, "Target only allowed when clustered")
 
     @contextmanager
     def _write(self, request: str) -> Iterator[None]:

@@ -68,6 +68,7 @@ def instance_json(obs: state.InstanceObs) -> Json:
         "ephemeral": False,
         "stateful": False,
         "network": network,
+        "location": obs.location or "none",
     }
 
 

@@ -40,6 +40,10 @@ class World:
     def root(self) -> Path:
         return Path(self.handle.state.host_root)
 
+    def home(self, host: str, user: str) -> Path:
+        """``user``'s home in lab host ``host``'s own /home, seen from this machine."""
+        return Path(self.handle.state.hosts[host].system or "") / "home" / user
+
     def cli(self, *args: str) -> Result:
         """Run the command line against this lab (``-f`` and ``--lab`` added)."""
         argv = [*args, "-f", str(self.fleet_path), "--lab", str(self.handle.dir)]
@@ -110,7 +114,7 @@ def test_apply_from_empty_sets_up_every_container(world: World) -> None:
     assert tom["config"]["user.lxdgpu.spec-hash"].startswith("sha256:")
     assert tom["devices"]["home"] == {
         "type": "disk",
-        "source": str(world.root / "home/tom"),
+        "source": "/home/tom",  # in server01's own /home
         "path": "/home/ubuntu/tom",
     }
     jerry = world.config("server01", "jerry-container")
@@ -149,7 +153,7 @@ def test_a_file_written_as_the_container_user_belongs_to_the_host_user(world: Wo
         "-c",
         "echo hello > /home/ubuntu/tom/from-the-container",
     )
-    made = (world.root / "home/tom/from-the-container").stat()
+    made = (world.home("server01", "tom") / "from-the-container").stat()
     assert (made.st_uid, made.st_gid) == (1003, 1003)
 
 
@@ -286,7 +290,7 @@ def test_a_failure_on_one_host_stops_what_depends_on_it_and_others_go_on(world: 
         )
     )
     world.edit(lambda d: d["users"]["tom"].update(cpu=1))
-    home = world.root / "home/rex"
+    home = world.home("server02", "rex")
     home.mkdir()
     os.chown(home, 5000, 5000)
     result = world.apply()
@@ -324,7 +328,7 @@ def test_a_removed_user_is_deleted_only_with_prune_and_never_while_protected(
     fleet, site = use_lab(load_fleet(world.fleet_path).fleet, world.handle.dir)  # type: ignore[arg-type]
     plan = planner.make_plan(fleet, observe_fleet(fleet, timeout=30), site, prune=True)
     world.lxc("server01", "config", "set", "jerry-container", "user.meanwhile", "x")
-    pruning = executor.Authority(prune=True, host_root=site.host_root)
+    pruning = executor.Authority(prune=True, host_root=site.host_root, own_homes=site.own_homes)
     report = executor.apply_plan(plan, fleet, timeout=60, authority=pruning)
     outcomes = {r.id.rsplit("/", 1)[-1]: r for r in report.results if "jerry" in r.id}
     assert outcomes["delete-stop"].outcome is Outcome.FAILED
@@ -336,7 +340,7 @@ def test_a_removed_user_is_deleted_only_with_prune_and_never_while_protected(
 
     assert world.apply("--prune").exit_code == 0
     assert not world.lxc("server01", "list", "jerry-container", "--format", "csv", "-c", "n")
-    assert (world.root / "home/jerry").is_dir()  # the user's data stays on the host
+    assert world.home("server01", "jerry").is_dir()  # the user's data stays on the host
     assert world.cli("plan", "--detailed-exitcode", "--prune").exit_code == 0
 
 
@@ -350,7 +354,7 @@ def test_templates_are_built_copied_and_never_rebuild_containers(world: World) -
     }
     ann = {"host": "server02", "template": "tools", "uid": 1003, "gid": 1003}
     world.edit(lambda d: (d["templates"].update(tools=tools), d["users"].update(ann=ann)))
-    home = world.root / "home/ann"
+    home = world.home("server02", "ann")
     home.mkdir(exist_ok=True)
     os.chown(home, 1003, 1003)
 

@@ -7,6 +7,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 import requests
 import yaml
 
-from lxdgpu_reconcile.lab import lab_up, load_lab, shared
+from lxdgpu_reconcile.lab import hostsys, lab_up, load_lab, shared
 from lxdgpu_reconcile.lab.idmap import SUBGID, SUBUID
 from lxdgpu_reconcile.lab.netdev import exists as link_exists
 from lxdgpu_reconcile.lab.netdev import peer_name
@@ -52,16 +53,31 @@ def test_a_wrong_pin_is_refused(lab: LabHandle) -> None:
 
 def test_the_fleet_is_pointed_at_the_lab(lab: LabHandle) -> None:
     assert lab.site.attach_gpus is False
-    assert lab.site.host_path("/home/tom") == f"{lab.dir}/root/home/tom"
+    assert lab.site.host_path("/usr/local/MATLAB") == f"{lab.dir}/root/usr/local/MATLAB"
+    assert lab.site.home_dir("/home/tom") == "/home/tom"
+    assert lab.site.ssh_config == f"{lab.dir}/ssh/config"
     for name, host in lab.fleet.hosts.items():
         assert host.endpoint == lab.state.hosts[name].endpoint
         assert host.client_cert == lab.state.client_cert
         assert Path(host.server_cert or "").is_file()
+        assert host.ssh == name
 
 
 def test_a_container_from_the_base_alias_runs_with_the_default_profile_minus_gpu(
     lab: LabHandle,
 ) -> None:
+    # Ids of no fleet user: the host layer's own tests make tom's account and delegation.
+    uid, gid = 2971, 2972
+    exec_ = [sys.executable, "-m", "lxdgpu_reconcile", "lab", "exec", "--dir", str(lab.dir)]
+    home = f"/home/labt-{uuid.uuid4().hex[:6]}"
+    made = subprocess.run(
+        [*exec_, "server01", "--", "sh", "-c",
+         'usermod --add-subuids "$1-$1" --add-subgids "$2-$2" root && mkdir "$3" && '
+         'chown "$1:$2" "$3"', "sh", str(uid), str(gid), home],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert f"root:{uid}:1" not in SUBUID.read_text().splitlines()
     name, profile = f"labt-{uuid.uuid4().hex[:6]}", f"labt-{uuid.uuid4().hex[:6]}"
     default = lab.spec.profiles["default"]
     devices = {k: dict(v) for k, v in default.devices.items() if v.get("type") != "gpu"}
@@ -71,7 +87,6 @@ def test_a_container_from_the_base_alias_runs_with_the_default_profile_minus_gpu
     lab.lxc("server01", "profile", "create", profile)
     try:
         lab.lxc("server01", "profile", "edit", profile, input=yaml.safe_dump(body))
-        tom = lab.spec.users["tom"]
         lab.lxc(
             "server01",
             "init",
@@ -80,9 +95,8 @@ def test_a_container_from_the_base_alias_runs_with_the_default_profile_minus_gpu
             "-p",
             profile,
             "-c",
-            f"raw.idmap=uid {tom.uid} 1000\ngid {tom.gid} 1000",
+            f"raw.idmap=uid {uid} 1000\ngid {gid} 1000",
         )
-        home = lab.site.host_path("/home/tom")
         lab.lxc(
             "server01",
             "config",
@@ -110,19 +124,26 @@ def test_a_container_from_the_base_alias_runs_with_the_default_profile_minus_gpu
             "-c",
             f"echo hi > /home/ubuntu/tom/{name}",
         )
-        written = Path(home) / name
-        assert (written.stat().st_uid, written.stat().st_gid) == (tom.uid, tom.gid)
-        written.unlink()
+        # The home is server01's own: in its system's /home, not in this machine's.
+        written = Path(lab.state.hosts["server01"].system or "") / home.lstrip("/") / name
+        assert (written.stat().st_uid, written.stat().st_gid) == (uid, gid)
+        assert not Path(home).exists()
     finally:
         lab.lxc("server01", "delete", "--force", name, check=False)
         lab.lxc("server01", "profile", "delete", profile, check=False)
+        subprocess.run(
+            [*exec_, "server01", "--", "sh", "-c",
+             'usermod --del-subuids "$1-$1" --del-subgids "$2-$2" root; rm -rf "$3"',
+             "sh", str(uid), str(gid), home],
+            capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
 
 
-def test_up_again_reuses_the_running_daemons(lab: LabHandle) -> None:
-    before = {n: (h.pid, h.port) for n, h in lab.state.hosts.items()}
+def test_up_again_reuses_the_running_daemons_and_sshds(lab: LabHandle) -> None:
+    before = {n: (h.pid, h.port, h.sshd_pid, h.ssh_port) for n, h in lab.state.hosts.items()}
     again = lab_up(lab.spec, lab.dir)
-    assert {n: (h.pid, h.port) for n, h in again.hosts.items()} == before
-    assert again.subuid_lines == lab.state.subuid_lines
+    assert {n: (h.pid, h.port, h.sshd_pid, h.ssh_port) for n, h in again.hosts.items()} == before
+    assert again.subuid_lines == () and again.subgid_lines == ()
     for host in again.hosts.values():
         assert is_lxd_of(host.pid, host.lxd_dir)
     assert load_lab(lab.dir) == again
@@ -176,34 +197,85 @@ def _count(path: Path, lines: tuple[str, ...]) -> int:
     return sum(text.count(line) for line in lines)
 
 
-def test_down_leaves_no_daemon_veth_or_delegation(
+#: This machine's account and delegation files: a lab never changes them.
+MACHINE_FILES = tuple(
+    Path("/etc", name) for name in ("passwd", "group", "shadow", "subuid", "subgid")
+)
+
+
+def _machine_files() -> dict[Path, tuple[int, bytes]]:
+    return {path: (path.stat().st_ino, path.read_bytes()) for path in MACHINE_FILES}
+
+
+def _own_mounts() -> list[str]:
+    return sorted(line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines())
+
+
+def test_down_leaves_no_process_mount_veth_or_change_to_this_machine(
     lab_factory: Callable[[str], LabHandle],
 ) -> None:
     assert not link_exists("lxtest0"), "a previous run left lxtest0 behind"
+    files, mounts = _machine_files(), _own_mounts()
     handle = lab_factory(DOWN_FLEET)
     state = handle.state
     assert [v.name for v in state.veths] == ["lxtest0"] and link_exists("lxtest0")
-    assert "root:2901:1" in state.subuid_lines and "root:2904:1" in state.subgid_lines
-    assert _count(SUBUID, state.subuid_lines) == len(state.subuid_lines)
+    assert state.subuid_lines == () and state.subgid_lines == ()
     name = f"labt-{uuid.uuid4().hex[:6]}"
     handle.lxc("labx1", "launch", "labx-template", name)
-    pids = [h.pid for h in state.hosts.values()]
-    assert all(pid and not pid_gone(pid) for pid in pids)
-
-    down = subprocess.run(
-        [sys.executable, "-m", "lxdgpu_reconcile", "lab", "down", "--dir", str(handle.dir)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert down.returncode == 0, down.stderr
-
-    assert all(pid_gone(pid) for pid in pids if pid)
+    pids = [p for h in state.hosts.values() for p in (h.pid, h.sshd_pid) if p]
+    assert len(pids) == 4 and not any(pid_gone(pid) for pid in pids)
+    # Held by the test, so that no other namespace can take their numbers meanwhile.
+    with hostsys.holding(h.pid for h in state.hosts.values()) as namespaces:
+        assert len(namespaces) == 2 and hostsys.own_namespace() not in namespaces
+        _down_with_sessions_open(handle, namespaces)
+        assert all(pid_gone(pid) for pid in pids)
+        assert all(hostsys.processes_in(ns) == [] for ns in namespaces)
+    assert _own_mounts() == mounts
     assert not link_exists("lxtest0") and not link_exists(state.veths[0].peer)
-    assert _count(SUBUID, state.subuid_lines) == 0
-    assert _count(SUBGID, state.subgid_lines) == 0
+    assert _machine_files() == files
     assert not handle.dir.exists()
+
+
+def _down_with_sessions_open(handle: LabHandle, namespaces: set[str]) -> None:
+    """``lab down`` while something runs in each host's namespace: an ssh session on labx1 and
+    a ``lab exec`` on labx2; both end with it."""
+    assert handle.state.ssh_config is not None
+    lingering = [
+        subprocess.Popen(["ssh", "-F", handle.state.ssh_config, "labx1", "sleep 600"]),
+        subprocess.Popen(
+            [sys.executable, "-m", "lxdgpu_reconcile", "lab", "exec", "--dir", str(handle.dir),
+             "labx2", "--", "sleep", "600"]
+        ),
+    ]  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not all(
+            any(_cmdline(p) == b"sleep\x00600\x00" for p in hostsys.processes_in(ns))
+            for ns in namespaces
+        ):
+            assert time.monotonic() < deadline, "the sessions did not start"
+            time.sleep(0.2)
+        down = subprocess.run(
+            [sys.executable, "-m", "lxdgpu_reconcile", "lab", "down", "--dir", str(handle.dir)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert down.returncode == 0, down.stderr
+        for process in lingering:
+            process.wait(timeout=30)
+    finally:
+        for process in lingering:
+            if process.poll() is None:
+                process.kill()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 SHARED_FLEET = """
@@ -253,25 +325,29 @@ def _users_in_registry(*labs: Path) -> list[str]:
 def test_two_labs_share_a_nic_parent_and_an_id_until_the_last_goes_down(
     lab_factory: Callable[[str], LabHandle],
 ) -> None:
-    # eno1 may already be there (the session's lab uses it); lxshare0 and uid 2911 are this
-    # test's alone, so their whole life is checked.
+    # eno1 may already be there (the session's lab uses it); lxshare0 is this test's alone, so
+    # its whole life is checked. Id delegations are each lab host's own: none is shared.
     eno1_before = link_exists("eno1")
     assert not link_exists("lxshare0"), "a previous run left lxshare0 behind"
-    assert _count(SUBUID, ("root:2911:1",)) == 0, "a previous run left root:2911:1 behind"
+    files = _machine_files()
     one = lab_factory(SHARED_FLEET.format(host="sha1", user="ann"))
     two = lab_factory(SHARED_FLEET.format(host="sha2", user="bob"))
     assert "lxshare0" in [v.name for v in one.state.veths]
     assert {"eno1", "lxshare0"} <= {v.name for v in two.state.veths}
     for handle in (one, two):
-        assert "root:2911:1" in handle.state.subuid_lines
-        assert "root:2912:1" in handle.state.subgid_lines
-    assert _count(SUBUID, ("root:2911:1",)) == 1
+        assert handle.state.subuid_lines == () and handle.state.subgid_lines == ()
+    assert _machine_files() == files
 
     said = _lab_down(one.dir)
 
     assert f"leaving veth lxshare0 for the lab in {two.dir}" in said
-    assert f"leaving root:2911:1 in {SUBUID} for the lab in {two.dir}" in said
-    assert link_exists("lxshare0") and _count(SUBUID, ("root:2911:1",)) == 1
+    assert link_exists("lxshare0")
+    delegate = subprocess.run(
+        [sys.executable, "-m", "lxdgpu_reconcile", "lab", "exec", "--dir", str(two.dir), "sha2",
+         "--", "usermod", "--add-subuids", "2911-2911", "--add-subgids", "2912-2912", "root"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert delegate.returncode == 0, delegate.stderr
     name = f"labt-{uuid.uuid4().hex[:6]}"
     two.lxc("sha2", "init", "share-template", name, "-c", "raw.idmap=uid 2911 1000\ngid 2912 1000")
     for nic, parent in (("eth0", "eno1"), ("eth1", "lxshare0")):
@@ -283,10 +359,11 @@ def test_two_labs_share_a_nic_parent_and_an_id_until_the_last_goes_down(
 
     said = _lab_down(two.dir)
 
-    assert "deleting veth lxshare0" in said and "root:2911:1" in said
+    assert "deleting veth lxshare0" in said
     assert not link_exists("lxshare0") and not link_exists(peer_name("lxshare0"))
     assert link_exists("eno1") is eno1_before
     assert _count(SUBUID, ("root:2911:1",)) == 0
     assert _count(SUBGID, ("root:2912:1",)) == 0
+    assert _machine_files() == files
     assert _users_in_registry(one.dir, two.dir) == []
     assert not one.dir.exists() and not two.dir.exists()

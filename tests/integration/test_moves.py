@@ -83,7 +83,8 @@ def test_a_changed_host_moves_the_container_with_its_root_filesystem(world: Worl
     moved = world.config("server02", "alice-container")
     assert moved["config"]["raw.idmap"] == "uid 1003 1000\ngid 1003 1000"
     assert moved["config"]["user.lxdgpu.created-as"] == "server02/alice-container"
-    assert moved["devices"]["home"]["source"] == str(world.root / "home/alice")
+    assert moved["devices"]["home"]["source"] == "/home/alice"  # server02's own /home
+    assert world.home("server02", "alice").is_dir()  # made there by the host layer
     source = world.config("server01", "alice-container")
     assert names(world, "server01") == {"alice-container": "Stopped"}
     assert source["config"][TAG_MOVED_TO] == "server02/alice-container"
@@ -114,7 +115,10 @@ def test_a_move_killed_after_the_copy_is_finished_by_the_next_apply(
     monkeypatch.setattr(moving, "_finish", killed)
     with pytest.raises(KeyboardInterrupt):
         executor.apply_plan(
-            made, fleet, authority=executor.Authority(host_root=site.host_root), timeout=120
+            made,
+            fleet,
+            authority=executor.Authority(host_root=site.host_root, own_homes=site.own_homes),
+            timeout=120,
         )
     monkeypatch.undo()
     assert names(world, "server01") == {"alice-container": "Stopped"}  # the copy

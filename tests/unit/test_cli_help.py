@@ -90,7 +90,7 @@ def _options() -> dict[str, set[str]]:
 
 OPTIONS = _options()
 COMMANDS = set(OPTIONS)
-NAMEABLE = COMMANDS - {"lab"}
+NAMEABLE = COMMANDS - {"lab", "host"}
 #: The commands that read hosts and can print any message of the layers below the command line.
 HOST_COMMANDS = {"plan", "apply", "reconcile", "build", "status"}
 #: The commands a message of a command-line module can come from.
@@ -106,6 +106,8 @@ CLI_MODULES = {
     "serve.py": {"serve"},
     "validate.py": {"validate", "schema"},
     "lab.py": {"lab up", "lab down", "lab env"},
+    "host.py": {"host bootstrap"},
+    "passwords.py": {"credentials", "reset-password"},
 }
 #: The commands a message of other layers can come from (default: ``HOST_COMMANDS``). Build and
 #: status plan no user containers, so they print no planner message about them.
@@ -117,6 +119,8 @@ MODULES = {
     "web": {"serve"},
     "fleet": HOST_COMMANDS | {"validate"},
 }
+#: The commands that read (and change) the hosts' own systems: they have --local.
+LOCAL_COMMANDS = {"plan", "apply", "reconcile", "status"}
 #: Messages with a bare flag that only some of the host commands can print, and why.
 ONLY_SOME = {
     # reconcile rewords these pending reasons to name its policy (reconcile.policy.govern, tested
@@ -139,16 +143,26 @@ ONLY_SOME = {
     "not even with --prune": {"plan", "apply"},
     "allowed (--touch-unmanaged": {"plan", "apply"},
     "deletes need --prune given to apply": {"plan", "apply"},
+    # --local is on the commands that read hosts' own systems (build plans a template only;
+    # validate reads no host): the fleet file's description of hosts.X.ssh, and transport hints.
+    "(and without --local)": LOCAL_COMMANDS,
+    "run the tool on the server itself with --local": LOCAL_COMMANDS,
+    "--local with --lab": LOCAL_COMMANDS,
+    "run without --local in the lab": LOCAL_COMMANDS,
+    # The credentials store: used by the commands that set or show first passwords.
+    "--credentials-dir": {"apply", "reconcile", "credentials", "reset-password"},
+    "run with --yes to reset the password": {"reset-password"},
     # plan --state refuses --out; apply refuses --state (a hidden option there).
     "--out with --state": {"plan"},
     "--state: apply changes the live hosts": {"apply"},
 }
 _FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
-#: Programs other than this tool whose flags messages quote (nvidia-smi: the GPU guard's query).
-_OTHERS = re.compile(r"\b(?:lxc|lxd|busybox|nvidia-smi)\b[^`]*$")
+#: Programs other than this tool whose flags messages quote (nvidia-smi: the GPU guard's query;
+#: mount: the lab's namespace script).
+_OTHERS = re.compile(r"\b(?:lxc|lxd|busybox|nvidia-smi|mount)\b[^`]*$")
 #: The last command a message names before a flag: ``lxdgpu-reconcile apply --prune``, ``plan
 #: --out``, ``held until apply --touch-unmanaged``.
-_NAMED = re.compile(r"(?<![\w.-])(lab up|lab down|lab env|[a-z]+) ")
+_NAMED = re.compile(r"(?<![\w.-])(lab up|lab down|lab env|host bootstrap|[a-z]+) ")
 
 
 def _strings(tree: ast.AST) -> Iterator[str]:

@@ -13,7 +13,7 @@ import yaml
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.lab import daemon, image, needs_of
 from lxdgpu_reconcile.lab.certs import lxc_config
-from lxdgpu_reconcile.lab.needs import HomeDir, base_alias
+from lxdgpu_reconcile.lab.needs import base_alias
 from lxdgpu_reconcile.lab.netdev import IFNAME_MAX, peer_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,17 +63,18 @@ def test_needs_of_a_fleet() -> None:
     assert needs.hosts == ("server01", "server02")
     assert needs.nic_parents == ("eno1", "eno2")
     assert needs.host_dirs == ("/usr/local/MATLAB", "/usr/local/cuda-10.0", "/usr/local/cuda-9.0")
-    assert needs.homes == (
-        HomeDir("/srv/homes/tom", 1003, 1013),
-        HomeDir("/srv/homes/ann", 1004, 1013),
-    )
-    assert needs.uids == (1003, 1004) and needs.gids == (1013,)
     assert needs.image_aliases == ("ubuntu/18.04", "tpl-desk", "tpl-bare", "tpl-chain")
 
 
 def test_base_alias_drops_the_image_server() -> None:
     assert base_alias("tuna:ubuntu/18.04") == "ubuntu/18.04"
     assert base_alias("local-alias") == "local-alias"
+
+
+def test_the_lab_makes_no_homes_accounts_or_delegations() -> None:
+    # Each lab host has a system of its own, where the tool's apply makes them.
+    fields = set(needs_of(FLEET).__dataclass_fields__)
+    assert fields == {"hosts", "nic_parents", "host_dirs", "image_aliases"}
 
 
 def test_preseed_listens_on_loopback_with_a_dir_pool_and_a_root_disk() -> None:
@@ -85,6 +86,8 @@ def test_preseed_listens_on_loopback_with_a_dir_pool_and_a_root_disk() -> None:
         "root": {"type": "disk", "path": "/", "pool": "default"}
     }
     assert "networks" not in doc
+    other = yaml.safe_load(daemon.preseed(18443, "127.0.0.2"))
+    assert other["config"] == {"core.https_address": "127.0.0.2:18443"}
 
 
 def test_free_ports_avoid_those_taken() -> None:

@@ -36,7 +36,9 @@ FLEET = Fleet.model_validate(
 )
 
 
-def _state(lab: Path, hosts: tuple[str, ...] = ("server01", "server02")) -> LabState:
+def _state(
+    lab: Path, hosts: tuple[str, ...] = ("server01", "server02"), *, ssh: bool = True
+) -> LabState:
     state = LabState(
         dir=str(lab),
         client_cert=f"{lab}/lxc/client.crt",
@@ -51,9 +53,14 @@ def _state(lab: Path, hosts: tuple[str, ...] = ("server01", "server02")) -> LabS
                 endpoint=f"https://127.0.0.1:{40000 + i}",
                 pid=None,
                 server_cert=f"{lab}/hosts/{name}/server.crt",
+                system=f"{lab}/sys/{name}" if ssh else None,
+                ssh_port=41000 + i if ssh else None,
+                ssh_alias=name if ssh else None,
             )
             for i, name in enumerate(hosts)
         },
+        ssh_config=f"{lab}/ssh/config" if ssh else None,
+        ssh_key=f"{lab}/ssh/id_ed25519" if ssh else None,
     )
     save_lab(state)
     return state
@@ -78,7 +85,37 @@ def test_the_site_roots_host_paths_in_the_lab_and_attaches_no_gpu(tmp_path: Path
     assert site.attach_gpus is False
     assert site.lab_dir == str(tmp_path)
     assert site.host_path("/usr/local/MATLAB") == f"{tmp_path}/root/usr/local/MATLAB"
-    assert site.host_path("/home/tom") == f"{tmp_path}/root/home/tom"
+
+
+def test_homes_are_each_lab_hosts_own_and_reached_over_the_labs_ssh(tmp_path: Path) -> None:
+    _state(tmp_path)
+    fleet, site = use_lab(FLEET, tmp_path)
+    # Every lab host has a /home of its own (in its namespace): homes are not moved.
+    assert site.home_dir("/home/tom") == "/home/tom"
+    # A home outside /home is not in that /home: it stays in the lab's shared tree.
+    assert site.home_dir("/srv/homes/tom") == f"{tmp_path}/root/srv/homes/tom"
+    assert site.ssh_config == f"{tmp_path}/ssh/config"
+    assert {name: host.ssh for name, host in fleet.hosts.items()} == {
+        "server01": "server01",
+        "server02": "server02",
+    }
+
+
+def test_a_lab_without_sshds_leaves_the_host_layer_alone(tmp_path: Path) -> None:
+    # A lab made before hosts had systems of their own: never reach the real hosts over SSH.
+    with_ssh = FLEET.model_copy(
+        update={
+            "hosts": {
+                n: h.model_copy(update={"ssh": f"root@{n}.example.org"})
+                for n, h in FLEET.hosts.items()
+            }
+        }
+    )
+    _state(tmp_path, ssh=False)
+    fleet, site = use_lab(with_ssh, tmp_path)
+    assert [host.ssh for host in fleet.hosts.values()] == [None, None]
+    assert site.ssh_config is None
+    assert site.home_dir("/home/tom") == f"{tmp_path}/root/home/tom"
 
 
 def test_a_missing_lab_says_to_bring_it_up(tmp_path: Path) -> None:
@@ -106,5 +143,6 @@ def test_lab_env_exports_the_hosts_lxd_dir(tmp_path: Path) -> None:
     text = lab_env(tmp_path, "server02")
     assert f"export LXD_DIR={tmp_path}/hosts/server02\n" in text
     assert f"export LXD_CONF={tmp_path}/lxc\n" in text
+    assert f"# ssh: ssh -F {tmp_path}/ssh/config server02 (sshd on 127.0.0.1:41001)" in text
     with pytest.raises(LabMissingError, match="no host 'nope'"):
         lab_env(tmp_path, "nope")

@@ -138,10 +138,12 @@ def test_plan_forwards_every_option_to_the_planner(
 
     observed: list[Any] = []
 
-    def observe(fleet: Any, timeout: float, hosts: Any) -> FleetSnapshot:
+    def observe(fleet: Any, timeout: float, hosts: Any, **more: Any) -> FleetSnapshot:
         observed.append(hosts)
+        seen_shells.append(more.get("open_shell"))
         return snapshot
 
+    seen_shells: list[Any] = []
     monkeypatch.setattr(service, "observe_fleet", observe)
     monkeypatch.setattr(service.planner, "make_plan", make_plan)
     request = service.PlanRequest(
@@ -173,8 +175,33 @@ def test_plan_forwards_every_option_to_the_planner(
         "force_build": True,
         "distribute": False,
     }
-    # A plan of one template observes only the hosts it builds on and copies to.
+    # A plan of one template observes only the hosts it builds on and copies to, and reads no
+    # host's own system (it plans no host layer).
     assert observed == [(loaded.fleet.templates["desk"].build_host,)]
+    assert seen_shells == [None]
+
+
+def test_a_plan_reads_each_hosts_own_system_as_the_site_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "motd.txt").write_text("hello\n")
+    read = service.read_fleet(_write(tmp_path, UNIX_FLEET), certs=False)
+    seen: list[dict[str, Any]] = []
+
+    def observe(fleet: Any, timeout: float, hosts: Any, **more: Any) -> FleetSnapshot:
+        seen.append(more)
+        return FleetSnapshot()
+
+    monkeypatch.setattr(service, "observe_fleet", observe)
+    monkeypatch.setattr(service.planner, "make_plan", lambda *a, **k: planning.Plan())
+    monkeypatch.setattr(service.moves, "hold_busy", lambda made, *a, **k: made)
+
+    for local in (False, True):
+        loaded = service.locate(read, None, local=local)
+        service.plan(loaded, service.PlanRequest(), timeout=5)
+        assert seen[-1]["site"] == loaded.site
+        shell = seen[-1]["open_shell"](next(iter(loaded.fleet.hosts)))
+        assert (shell is not None and shell.via == "local") if local else shell is None
 
 
 def test_apply_hands_the_template_files_to_the_executor(

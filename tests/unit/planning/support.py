@@ -25,10 +25,12 @@ from lxdgpu_reconcile import state
 from lxdgpu_reconcile.execute import executor
 from lxdgpu_reconcile.execute.results import Outcome
 from lxdgpu_reconcile.fleet.models import Fleet
+from lxdgpu_reconcile.observe import members
 from lxdgpu_reconcile.planning import desired as desiring
 from lxdgpu_reconcile.planning import model as planning
 from lxdgpu_reconcile.planning import planner
 from tests.fakes.fleet import FakeFleet
+from tests.fakes.host import Account, FakeHost, Node
 
 #: What every case starts from; a case's ``fleet`` is merged onto it key by key.
 BASE_FLEET: dict[str, Any] = {
@@ -90,18 +92,66 @@ def snapshot_from(
     """A snapshot from a case's ``observed`` mapping (host -> description).
 
     Per host: ``cpus`` (32), ``gpus`` (ids, none), ``images`` (aliases, ``[tpl-desk]``),
-    ``unreachable`` (a message), ``profiles`` (``{default: FRESH_DEFAULT}`` when absent) and
-    ``instances``. A profile or instance with ``as_desired: true`` starts from what the plan
-    would write (for an instance: plus what LXD adds itself); ``config``/``devices`` entries are
-    then merged onto it (``null`` removes), ``untag: true`` drops every ``user.lxdgpu.*`` key.
+    ``unreachable`` (a message), ``profiles`` (``{default: FRESH_DEFAULT}`` when absent),
+    ``members`` (a cluster: see ``_members``; an instance's ``location`` names its member, and
+    one on a member that is not online is unseen) and ``instances``. A profile or instance
+    with ``as_desired: true`` starts from what the plan would write (for an instance: plus
+    what LXD adds itself); ``config``/``devices`` entries are then merged onto it (``null``
+    removes), ``untag: true`` drops every ``user.lxdgpu.*`` key.
     """
     first = state.FleetSnapshot(
         hosts={name: _host(name, data, {}) for name, data in observed.items()}
     )
     want = desiring.expand(fleet, first, site)
+    hosts = {name: _host(name, data, _desired_of(want, name)) for name, data in observed.items()}
+    # ``facts``: the host's own system (``host_facts``); without it the host layer is not managed.
     return state.FleetSnapshot(
-        hosts={name: _host(name, data, _desired_of(want, name)) for name, data in observed.items()}
+        hosts={
+            name: snap.model_copy(update={"facts": host_facts(name, data, fleet, site)})
+            if snap.error is None
+            else snap
+            for (name, snap), data in zip(hosts.items(), observed.values(), strict=True)
+        }
     )
+
+
+def host_facts(
+    name: str, data: Mapping[str, Any] | None, fleet: Fleet, site: sites.Site
+) -> state.HostFacts | None:
+    """A host's facts from a case's ``facts`` (None without it): ``error`` (a message: the
+    facts could not be read), or the host's system: ``accounts`` (``{name, uid, gid}``),
+    ``groups`` (name -> gid), ``dirs`` (path -> ``{uid, gid, mode}``, owner root and mode 755
+    when left out), ``files`` (paths of plain files), ``subuid``/``subgid`` (``root:1000:1000``
+    lines), ``ledger`` (``subuid:1003`` lines), ``nics`` (interface names the host has) and
+    ``nvidia`` (``nvidia-smi -L`` lines; absent: no ``nvidia-smi``). Read as the facts reader
+    would for ``fleet`` (``tests.fakes.host.FakeHost.facts``)."""
+    spec = (data or {}).get("facts")
+    if spec is None:
+        return None
+    if "error" in spec:
+        return state.HostFacts(
+            via=f"ssh root@{name}",
+            error=state.HostError(
+                kind=state.HostErrorKind.UNREACHABLE, message=spec["error"], hint="start sshd"
+            ),
+        )
+    host = FakeHost(name=name, nvidia=tuple(spec["nvidia"]) if "nvidia" in spec else None)
+    for account in spec.get("accounts") or ():
+        host.accounts[account["name"]] = Account(account["name"], account["uid"], account["gid"])
+    host.groups.update(spec.get("groups") or {})
+    for path, node in (spec.get("dirs") or {}).items():
+        node = node or {}
+        mode = int(str(node.get("mode", "755")), 8)
+        host.nodes[path] = Node("directory", node.get("uid", 0), node.get("gid", 0), mode)
+    for path in spec.get("files") or ():
+        host.nodes[path] = Node("regular file")
+    for file in ("subuid", "subgid"):
+        for line in spec.get(file) or ():
+            owner, start, count = line.split(":")
+            getattr(host, file).append((owner, int(start), int(count)))
+    host.ledger = list(spec.get("ledger") or ())
+    host.nics = set(spec.get("nics") or ())
+    return host.facts(fleet, site)
 
 
 def _desired_of(want: desiring.DesiredState, host: str) -> dict[str, Any]:
@@ -132,17 +182,40 @@ def _host(name: str, data: Mapping[str, Any] | None, want: Mapping[str, Any]) ->
         for iname, idata in (data.get("instances") or {}).items()
         if not (idata or {}).get("as_desired") or want
     }
+    cluster = _members(data.get("members") or {})
+    seen, unseen = members.split_unseen(instances.values(), cluster)
+    instances = {inst.name: inst for inst in seen}
     return state.HostSnapshot(
         host=name,
         endpoint="unix:///x",
-        cpus=data.get("cpus", 32),
+        cpus=members.host_figures(cluster)["cpus"] if cluster else data.get("cpus", 32),
         gpus=tuple(state.GpuObs(id=i) for i in data.get("gpus", ())),
+        members=cluster,
+        unseen=unseen,
         images=tuple(
             state.ImageObs(fingerprint=f"fp-{alias}", aliases=(alias,))
             for alias in data.get("images", ["tpl-desk"])
         ),
+        pools={
+            pool: state.PoolObs(name=pool, driver="dir", status="Created")
+            for pool in data.get("pools", ["default"])
+        },
         profiles=profiles,
         instances=instances,
+    )
+
+
+def _members(data: Mapping[str, Any]) -> tuple[state.MemberObs, ...]:
+    """A cluster's members from a case: name -> ``status`` (Online), ``cpus`` (32), ``gpus``
+    (ids, none)."""
+    return tuple(
+        state.MemberObs(
+            name=name,
+            status=(spec or {}).get("status", "Online"),
+            cpus=(spec or {}).get("cpus", 32),
+            gpus=tuple(state.GpuObs(id=i) for i in (spec or {}).get("gpus", ())),
+        )
+        for name, spec in data.items()
     )
 
 
@@ -179,6 +252,7 @@ def _instance(
             profiles=tuple(data.get("profiles", body["profiles"])),
             config=body["config"],
             devices=body["devices"],
+            location=data.get("location", ""),
         ),
         profiles,
     )
@@ -230,15 +304,44 @@ def simulate_apply(
     fleet = fleet or Fleet.model_validate(
         {"version": 1, "hosts": {n: {"endpoint": h.endpoint} for n, h in snapshot.hosts.items()}}
     )
+    # The host layer of each host whose facts were read: a FakeHost, whose delegations are
+    # what that host's LXD lets containers map.
+    systems = {
+        name: FakeHost.from_facts(name, snap.facts)
+        for name, snap in snapshot.hosts.items()
+        if snap.facts is not None and snap.facts.readable and name in hosts.hosts
+    }
+    for name, system in systems.items():
+        hosts.hosts[name].delegated_uids = system.delegated("subuid")
+        hosts.hosts[name].delegated_gids = system.delegated("subgid")
     # The authority ``apply`` gives the plan it made: its --adopt and --prune.
     authority = executor.Authority(
         adopt=p.options.adopt, prune=p.options.prune, host_root=site.host_root
     )
-    report = executor.apply_plan(p, fleet, timeout=5.0, connect=hosts.connect, authority=authority)
+    report = executor.apply_plan(
+        p,
+        fleet,
+        timeout=5.0,
+        connect=hosts.connect,
+        authority=authority,
+        open_shell=systems.get,
+    )
     refused = [r for r in report.results if r.outcome in (Outcome.FAILED, Outcome.SKIPPED)]
     if refused:
         raise Refused("; ".join(f"{r.id}: {r.outcome}: {r.message} ({r.hint})" for r in refused))
-    return hosts.snapshot()
+    after = hosts.snapshot()
+    return state.FleetSnapshot(
+        hosts={
+            name: snap.model_copy(
+                update={
+                    "facts": systems[name].facts(fleet, site)
+                    if name in systems
+                    else snapshot.hosts[name].facts
+                }
+            )
+            for name, snap in after.hosts.items()
+        }
+    )
 
 
 # --- scenarios and golden files -------------------------------------------------------------------

@@ -18,7 +18,8 @@ action). ``changes``: for an action id (``host/kind/name/step``), ``path: [old, 
 its field changes. ``pending`` / ``reasons``: action id -> a text that its pending reason / its
 reason contains.
 ``causes`` / ``holds``: action id -> its ``cause`` / ``hold`` (``null`` for none).
-``absent``: action id -> paths that must not be among its changes. ``errors``:
+``absent``: action id -> paths that must not be among its changes. ``members``: action id ->
+the cluster member a create or a move puts the container on. ``errors``:
 error codes, in order. ``notes``: texts that some note contains. ``summary``: some counts.
 
 Every case is then applied (``support.simulate_apply``) and planned again: on every applyable
@@ -103,6 +104,10 @@ def test_case(path: Path) -> None:
         assert by_id[action_id].cause == cause, action_id
     for action_id, hold in (expect.get("holds") or {}).items():
         assert by_id[action_id].hold == hold, action_id
+    for action_id, member in (expect.get("members") or {}).items():
+        body = by_id[action_id].body
+        got = getattr(body, "target", None) or getattr(body, "member", None)
+        assert got == member, f"{action_id}: on {got}, not {member}"
     for action_id, paths in (expect.get("absent") or {}).items():
         present = {c.dotted for c in by_id[action_id].changes}
         assert not present & set(paths), present & set(paths)
