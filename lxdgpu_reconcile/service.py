@@ -7,7 +7,8 @@ exit status in one place (``cli.app``).
 
 The sequence is ``read_fleet`` (the fleet file, with its warnings as data), ``locate`` (where its
 hosts are: the real ones or the lab, and whether each can be connected to as configured), then
-``plan`` (observe and plan) and ``apply``. ``load`` does the first two in one call.
+``plan`` (observe and plan) and ``apply``. ``load`` does the first two in one call; those three
+live in ``workspace`` and are re-exported here, so every command calls this one module.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from __future__ import annotations
 import datetime
 import functools
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lxdgpu_reconcile import __version__, fileio
-from lxdgpu_reconcile import lab as labs
+from lxdgpu_reconcile import __version__
 from lxdgpu_reconcile.errors import ToolError
 from lxdgpu_reconcile.execute import (
     bootstrap,
@@ -34,7 +34,6 @@ from lxdgpu_reconcile.execute import (
 )
 from lxdgpu_reconcile.execute.build_outcome import BuildOutcome, check_buildable, outcome_of
 from lxdgpu_reconcile.execute.results import ApplyReport, Event
-from lxdgpu_reconcile.fleet.loading import Problem, load_fleet
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.observe import connect as connecting
 from lxdgpu_reconcile.observe import snapshot_file
@@ -47,32 +46,23 @@ from lxdgpu_reconcile.planning import planner, saving, sensitive, template_steps
 from lxdgpu_reconcile.site import Site
 from lxdgpu_reconcile.state import FleetSnapshot
 from lxdgpu_reconcile.templates import recipe
-from lxdgpu_reconcile.templates.sources import template_files
+from lxdgpu_reconcile.workspace import NAME_THE_FLEET as NAME_THE_FLEET
+from lxdgpu_reconcile.workspace import FleetProblems as FleetProblems
+from lxdgpu_reconcile.workspace import FleetRead as FleetRead
+from lxdgpu_reconcile.workspace import Loaded as Loaded
+from lxdgpu_reconcile.workspace import UnusableHosts as UnusableHosts
+from lxdgpu_reconcile.workspace import UnusableLab as UnusableLab
+from lxdgpu_reconcile.workspace import fix_fleet_hint as fix_fleet_hint
+from lxdgpu_reconcile.workspace import fleet_digest as fleet_digest
+from lxdgpu_reconcile.workspace import lab_env as lab_env
+from lxdgpu_reconcile.workspace import load as load
+from lxdgpu_reconcile.workspace import locate as locate
+from lxdgpu_reconcile.workspace import locate_offline as locate_offline
+from lxdgpu_reconcile.workspace import read_fleet as read_fleet
+from lxdgpu_reconcile.workspace import unreadable_lab as unreadable_lab
 
 #: Seconds each host gets to answer an observation.
 OBSERVE_TIMEOUT = 30.0
-#: What to do when the fleet file cannot be read at all.
-NAME_THE_FLEET = "name the fleet file with -f FLEET (default: fleet.yaml in this directory)"
-
-
-class FleetProblems(ToolError):
-    """The fleet file cannot be used: ``problems`` (sorted, each ``FILE:LINE:COL: path: msg``)."""
-
-    def __init__(self, problems: tuple[Problem, ...], hint: str) -> None:
-        super().__init__("\n".join(str(p) for p in problems), hint)
-        self.problems = problems
-
-
-class UnusableLab(ToolError):
-    """The lab given with ``--lab`` cannot be used (the message starts with ``lab: ``)."""
-
-
-class UnusableHosts(ToolError):
-    """Hosts that cannot be connected to as the fleet file configures them, one error each."""
-
-    def __init__(self, errors: tuple[connecting.HostConnectError, ...]) -> None:
-        super().__init__("\n".join(e.message for e in errors), errors[-1].hint if errors else "")
-        self.errors = errors
 
 
 class StalePlan(ToolError):
@@ -98,118 +88,6 @@ class PlanMismatch(StalePlan):
             f"{plan_file} is not the plan that its fleet file and the hosts give now: nothing "
             "was applied."
         )
-
-
-# --- the fleet ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FleetRead:
-    """A usable fleet file: the fleet as written, and the warnings worth showing."""
-
-    fleet: Fleet
-    path: Path
-    warnings: tuple[Problem, ...] = ()
-
-
-def read_fleet(fleet_path: Path, *, certs: bool) -> FleetRead:
-    """The fleet in ``fleet_path``; raises ``FleetProblems`` with every error.
-
-    ``certs``: missing certificate files of https hosts are errors too (for commands that
-    connect to the real hosts, and ``validate``); without it they are not reported at all.
-    """
-    result = load_fleet(fleet_path)
-    errors = tuple(p for p in result.reported(certs=certs) if p.severity == "error")
-    if errors or result.fleet is None:
-        raise FleetProblems(errors, fix_fleet_hint(fleet_path))
-    return FleetRead(fleet=result.fleet, path=fleet_path, warnings=result.warnings)
-
-
-def fix_fleet_hint(fleet_path: Path) -> str:
-    """What to do about a fleet file that could not be used."""
-    if not fleet_path.is_file():
-        return NAME_THE_FLEET
-    return f"fix the fleet file (`lxdgpu-reconcile validate -f {fleet_path}`) and run again"
-
-
-def fleet_digest(path: Path) -> str:
-    """The SHA-256 of the fleet file at ``path``; raises ``ToolError`` when it cannot be read."""
-    try:
-        return fileio.sha256_of(path)
-    except OSError as exc:
-        raise ToolError(
-            f"cannot read the fleet file {path}: {exc.strerror or exc}",
-            "give its path with -f FLEET",
-        ) from None
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """A fleet ready for its hosts: pointed at the lab when one is given, every host usable.
-
-    ``template_files`` (the contents of every template's files, read relative to the fleet file)
-    is read on first use and kept; reading raises ``TemplateFileError``.
-    """
-
-    fleet: Fleet
-    site: Site
-    path: Path
-    warnings: tuple[Problem, ...] = ()
-
-    @functools.cached_property
-    def template_files(self) -> Mapping[str, Mapping[str, bytes]]:
-        return {
-            name: template_files(template, self.path.parent)
-            for name, template in self.fleet.templates.items()
-        }
-
-
-def locate(read: FleetRead, lab: Path | None, *, local: bool = False) -> Loaded:
-    """``read`` on the real hosts, or pointed at the lab in ``lab``; checks that every host can
-    be connected to as configured (certificate files present and readable). ``local``
-    (``--local``): the host layer of the hosts is this machine's own system, not reached by ssh.
-
-    Raises ``UnusableLab`` or ``UnusableHosts``.
-    """
-    fleet, site = _site_for(read, lab, local=local)
-    unusable = tuple(
-        found
-        for name, host in fleet.hosts.items()
-        if (found := connecting.check_config(name, host))
-    )
-    if unusable:
-        raise UnusableHosts(unusable)
-    return Loaded(fleet=fleet, site=site, path=read.path, warnings=read.warnings)
-
-
-def load(fleet_path: Path, lab: Path | None, *, local: bool = False) -> Loaded:
-    """``read_fleet`` then ``locate``: certificates are required unless ``lab`` is given."""
-    return locate(read_fleet(fleet_path, certs=lab is None), lab, local=local)
-
-
-def locate_offline(read: FleetRead, lab: Path | None, *, local: bool = False) -> Loaded:
-    """``locate`` for planning against a snapshot file (``plan --state``): no host is connected
-    to, so certificate files are not checked (read ``read`` with ``certs=False``)."""
-    fleet, site = _site_for(read, lab, local=local)
-    return Loaded(fleet=fleet, site=site, path=read.path, warnings=read.warnings)
-
-
-def _site_for(read: FleetRead, lab: Path | None, *, local: bool) -> tuple[Fleet, Site]:
-    """The fleet and its site: the real hosts or the lab in ``lab``, with the host layer on
-    this machine when ``local``. Raises ``UnusableLab``."""
-    if local and lab is not None:
-        raise UnusableLab(
-            "lab: --local with --lab: each lab host has a system of its own, reached over ssh; "
-            "--local would change this machine's accounts instead",
-            "run without --local in the lab (or without --lab on the server itself)",
-        )
-    try:
-        fleet, site = labs.site_for(read.fleet, lab)
-    except labs.LabError as exc:
-        raise UnusableLab(f"lab: {exc.message}", exc.hint) from None
-    except OSError as exc:
-        raise unreadable_lab(lab, exc) from None
-    return fleet, site.model_copy(update={"local": True}) if local else site
 
 
 # --- plan and apply -------------------------------------------------------------------------------
@@ -576,24 +454,4 @@ def survey_bootstrap(
     opener = open_shell(read.fleet, site)
     return bootstrap.survey_host(
         read.fleet, read.path, name, opener, listen=listen, replace=replace_cert
-    )
-
-
-# --- the lab --------------------------------------------------------------------------------------
-
-
-def lab_env(lab_dir: Path, host: str) -> str:
-    """The shell lines that point ``lxc`` at ``host``'s lab daemon; raises ``LabError``, or
-    ``UnusableLab`` when the lab directory cannot be read at all."""
-    try:
-        return labs.lab_env(lab_dir, host)
-    except OSError as exc:
-        raise unreadable_lab(lab_dir, exc) from None
-
-
-def unreadable_lab(lab_dir: Path | None, exc: OSError) -> UnusableLab:
-    """The error for a lab directory that cannot be read at all (not a directory, no access)."""
-    return UnusableLab(
-        f"lab: cannot read the lab in {lab_dir}: {exc.strerror or exc}",
-        "give --lab (or LXDGPU_LAB) the directory `lxdgpu-reconcile lab up` made",
     )
