@@ -16,9 +16,11 @@ own under /var/tmp (needs root, like ``lab up``), then runs, paired, in each rou
 The goal of docs/performance.md's row is the library plan at most 1.5x the raw read.
 
 The fleet is made by the tool itself, fast: the template and profiles by ``service.apply`` of a
-plan for one user per host; then the containers of every other user in bulk through the API
-(every create, then every start, all in flight at once), with the bodies the plan asks for. The
-plan of the whole fleet is then empty; the script checks that before timing. ``--keep`` leaves the
+plan for one user per host; then every other user's account, home and id delegations by
+``service.apply`` of the host actions of the whole fleet's plan (over SSH, on each lab host's own
+system, as on real servers), and their containers in bulk through the API (every create, then
+every start, all in flight at once), with the bodies the plan asks for. The plan of the whole
+fleet is then empty; the script checks that before timing. ``--keep`` leaves the
 lab up (``--work-dir`` reuses it next time).
 
 Run from the repository root, as root::
@@ -59,6 +61,7 @@ from benchmarks.common import (
     write_json,
 )
 from lxdgpu_reconcile import service
+from lxdgpu_reconcile.execute import host_actions
 from lxdgpu_reconcile.execute import requests as lxd_requests
 from lxdgpu_reconcile.fleet.models import Fleet, Host
 from lxdgpu_reconcile.lab import lab_down, lab_up
@@ -101,11 +104,29 @@ def populate(loaded: service.Loaded) -> None:
     say(f"template, profiles and 2 containers in {time.perf_counter() - started:.1f}s")
     started = time.perf_counter()
     rest = service.plan(loaded, service.PlanRequest(), timeout=120).plan
+    host_layer(loaded, rest)
+    say(f"accounts, homes and delegations in {time.perf_counter() - started:.1f}s")
+    started = time.perf_counter()
     bulk_create(loaded.fleet, rest)
     say(f"bulk creates and starts in {time.perf_counter() - started:.1f}s")
     left = service.plan(loaded, service.PlanRequest(), timeout=120).plan
     if left.actions:
         raise SystemExit(f"the lab fleet is not converged: {[a.id for a in left.actions]}")
+
+
+def host_layer(loaded: service.Loaded, plan: plans.Plan) -> None:
+    """The host actions of ``plan`` (accounts, homes, id delegations), applied by the tool."""
+    hosts = tuple(
+        h.model_copy(update={"actions": tuple(filter(host_actions.is_host_action, h.actions))})
+        for h in plan.hosts
+    )
+    only = plan.model_copy(update={"hosts": hosts})
+    if not only.actions:
+        return
+    report = service.apply(loaded, only, timeout=300)
+    failed = [r for r in report.results if r.outcome.value != "done"]
+    if failed:
+        raise SystemExit(f"setting up the lab hosts' own systems failed: {failed}")
 
 
 def bulk_create(fleet: Fleet, plan: plans.Plan, width: int = 16) -> None:

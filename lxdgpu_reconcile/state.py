@@ -261,6 +261,9 @@ class HostSnapshot(Frozen):
     #: The host's own facts (accounts, homes, delegations, paths, NICs), or None when the host
     #: layer is not read (no ``ssh:`` for the host and no ``--local``).
     facts: HostFacts | None = None
+    #: On a cluster host: each member's own facts, by member, for the members the fleet gives
+    #: an ssh destination (``hosts.X.cluster.ssh``); ``facts`` is then None. Empty otherwise.
+    member_facts: dict[str, HostFacts] = Field(default_factory=dict)
 
     @property
     def reachable(self) -> bool:

@@ -59,7 +59,7 @@ def up(
     loaded = read_fleet(fleet, certs=False).fleet
     state = labs.lab_up(loaded, lab_dir, progress=_say)
     for name, host in state.hosts.items():
-        if name in loaded.hosts:
+        if name in loaded.hosts or host.cluster in loaded.hosts:
             ssh = f", ssh 127.0.0.1:{host.ssh_port}" if host.ssh_port else ""
             out.print(
                 f"{name}: {host.endpoint} (LXD_DIR={host.lxd_dir}){ssh}",

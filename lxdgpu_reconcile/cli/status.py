@@ -96,12 +96,13 @@ def status(
             markup=False,
             soft_wrap=True,
         )
-    unread = {
-        name: snap.facts.error
-        for name, snap in snapshot.hosts.items()
-        if snap.facts is not None and snap.facts.error is not None
-    }
-    for error in unread.values():
+    unread = [
+        facts.error
+        for snap in snapshot.hosts.values()
+        for facts in (snap.facts, *snap.member_facts.values())
+        if facts is not None and facts.error is not None
+    ]
+    for error in unread:
         err_console.print(
             f"{error.message}\n  what to do: {error.hint}", markup=False, soft_wrap=True
         )

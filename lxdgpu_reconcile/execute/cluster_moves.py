@@ -10,12 +10,14 @@ read from the live instance:
 1. under its old name (a rename too): the checks of a rename (``execute.moves``), then, while
    it runs, ask its GPUs (``moves.guard``: busy GPUs refuse the stop unless ``--force`` names
    it), stop it, tag it ``user.lxdgpu.moved-to``, rename it;
-2. not yet on the member: the same GPU check and stop when it runs, the tag, then
+2. not yet on the member: the same GPU check and stop when it runs, the tag, its delete
+   protection lifted (LXD's move deletes the source; a protected one fails the move and leaves
+   LXD's copy ``lxd-move-of-UUID`` on the target, which is removed before the next try), then
    ``POST /1.0/instances/NAME?target=MEMBER {"name": NAME, "migration": true, "live": false}``
    (LXD 5.0 moves a stopped instance between members; a running one would need CRIU);
 3. on the member: write the fleet's profiles, config and devices (``raw.idmap``, the home
-   source; the tag dropped) with ``If-Match``, start it when the fleet wants it running, and
-   check it runs.
+   source, the delete protection; the tag dropped) with ``If-Match``, start it when the fleet
+   wants it running, and check it runs.
 
 LXD moves the one instance: there is never a second copy, so two can never run.
 """
@@ -106,6 +108,16 @@ def _check_online(client: LxdApi, member: str) -> None:
         )
 
 
+#: The delete protection the tool gives every container (``planning.desired``).
+PROTECTION = "security.protection.delete"
+#: LXD 5.0.2 moves a stopped instance between members by copying it to the target member as
+#: ``lxd-move-of-UUID`` (its ``volatile.uuid``), deleting the source, then renaming the copy.
+#: A move that failed (a protected source: "Delete instance operation failed: Container is
+#: protected") leaves that copy behind, and the next move then fails ("This "instances" entry
+#: already exists").
+MOVE_COPY = "lxd-move-of-"
+
+
 def _stop_and_tag(
     client: LxdApi,
     action: plans.Action,
@@ -114,7 +126,9 @@ def _stop_and_tag(
     authority: invariants.Authority,
     timeout: float,
 ) -> list[str]:
-    """Stop ``body.name`` (its GPUs asked first) and tag it ``moved-to``, as far as not done."""
+    """Stop ``body.name`` (its GPUs asked first), tag it ``moved-to`` and lift its delete
+    protection (the rewrite for the new member puts it back), as far as not done; remove the
+    copy an earlier, failed move of it left on a member (``MOVE_COPY``)."""
     done = []
     if current.get("status") == "Running":
         note = moves.guard(
@@ -122,6 +136,19 @@ def _stop_and_tag(
         )
         lxdops.set_state(client, body.name, "stop", timeout=timeout)
         done.append(f"{note}; stopped")
-    if state.TAG_MOVED_TO not in (current.get("config") or {}):
-        moves._tag(client, body.name, {state.TAG_MOVED_TO: f"{action.host}/{body.name}"})
+    config = current.get("config") or {}
+    tags = {}
+    if state.TAG_MOVED_TO not in config:
+        tags[state.TAG_MOVED_TO] = f"{action.host}/{body.name}"
+    if str(config.get(PROTECTION, "false")).lower() == "true":
+        tags[PROTECTION] = "false"  # LXD deletes the source at the end of its move
+    if tags:
+        moves._tag(client, body.name, tags)
+    uuid = str(config.get("volatile.uuid") or "")
+    leftover = moves._read(client, MOVE_COPY + uuid) if uuid else None
+    if leftover is not None and (leftover.get("config") or {}).get("volatile.uuid") == uuid:
+        if str((leftover.get("config") or {}).get(PROTECTION, "false")).lower() == "true":
+            moves._tag(client, MOVE_COPY + uuid, {PROTECTION: "false"})
+        lxdops.delete(client, "instances", MOVE_COPY + uuid, timeout=timeout)
+        done.append(f"removed {MOVE_COPY + uuid}, the copy a failed move left")
     return done

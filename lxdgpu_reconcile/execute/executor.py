@@ -37,6 +37,7 @@ from lxdgpu_reconcile.errors import ToolError
 from lxdgpu_reconcile.execute import (
     cluster_moves,
     host_actions,
+    host_checks,
     images,
     invariants,
     lanes,
@@ -54,7 +55,7 @@ from lxdgpu_reconcile.execute.results import ActionResult, ApplyReport, Event, O
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.observe import connect as connecting
 from lxdgpu_reconcile.observe import reading
-from lxdgpu_reconcile.observe.hostshell import HostShell, OpenShell
+from lxdgpu_reconcile.observe.hostshell import HostShell, OpenShell, member_shell
 from lxdgpu_reconcile.observe.lxdapi import Connect, LxdApi
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
 from lxdgpu_reconcile.planning import model as plans
@@ -163,7 +164,7 @@ class _Run:
         self.fleet = fleet
         self.credentials = credentials
         self._open_shell = open_shell
-        self._shells: dict[str, HostShell | None] = {}
+        self._shells: dict[tuple[str, str | None], HostShell | None] = {}
         self._shells_lock = threading.Lock()
         self.authority = authority
         self.step_timeout = step_timeout
@@ -332,7 +333,10 @@ class _Run:
         """Perform an action on the host's own system (account, home, delegation)."""
         try:
             message = host_actions.perform(
-                self.shell(action.host), action, self.fleet, self.authority
+                self.shell(action.host, host_checks.member_of(action)),
+                action,
+                self.fleet,
+                self.authority,
             )
             outcome, hint = Outcome.DONE, ""
         except ToolError as exc:  # a command failed, a refusal, the host unreachable
@@ -340,13 +344,20 @@ class _Run:
         seconds = time.monotonic() - started
         return _result(action, outcome, message, hint=hint, seconds=seconds)
 
-    def shell(self, host: str) -> HostShell | None:
-        """The shell of ``host``'s own system, opened once per apply; None: none."""
+    def shell(self, host: str, member: str | None = None) -> HostShell | None:
+        """The shell of ``host``'s own system (of its cluster ``member``'s), opened once per
+        apply; None: none."""
         with self._shells_lock:
-            if host not in self._shells:
+            if (host, member) not in self._shells:
                 opener = self._open_shell
-                self._shells[host] = opener(host) if opener is not None else None
-            return self._shells[host]
+                self._shells[host, member] = (
+                    member_shell(opener, host, member)
+                    if member is not None
+                    else opener(host)
+                    if opener is not None
+                    else None
+                )
+            return self._shells[host, member]
 
     def _silence(self, lane: lanes.Lane, failed: str) -> None:
         """``failed`` got no answer: what of the lane has not started is skipped."""

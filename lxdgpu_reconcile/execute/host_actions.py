@@ -19,8 +19,12 @@ kind           object      commands (as root on the host)
 ``create``     delegation  ``usermod --add-subuids ID-ID root`` (``--add-subgids``), then the
                            ledger line ``subuid:ID`` appended (once) to
                            ``/etc/lxdgpu-reconcile/delegations``.
-``delete``     delegation  only with ``--prune``, and only when the ledger lists it: ``usermod
-                           --del-subuids ID-ID root``, then the ledger line dropped.
+``delete``     delegation  only with ``--prune``, and only when the ledger lists it: the line
+                           ``root:ID:1`` (what ``usermod --add-subuids ID-ID root`` appended)
+                           dropped from /etc/subuid (/etc/subgid) by a fixed script
+                           (``SUBID_DROP``), then the ledger line dropped. Not ``usermod
+                           --del-subuids``: it refuses a user with running processes, and root
+                           always has some.
 =============  ==========  ========================================================================
 """
 
@@ -55,11 +59,41 @@ LEDGER_DROP = (
     'f="$1/delegations"; [ -f "$f" ] || exit 0; '
     '{ grep -vxF -- "$2" "$f"; [ $? -le 1 ]; } > "$f.new" && mv -- "$f.new" "$f"'
 )
+#: ``$0`` of the script that removes a delegation line.
+SUBID_NAME = "lxdgpu-subid"
+#: Removes the first line ``root:$2:1`` of ``$1`` (/etc/subuid or /etc/subgid), the line shape
+#: ``usermod --add-subuids $2-$2 root`` appends. Under shadow's own lock (``$1.lock``, taken as
+#: ``useradd`` and ``usermod`` take it: a file ``$1.PID`` holding the pid, linked to it), into a
+#: new file in /etc with the old one's owner and mode, renamed over it. Exit 3 when there is no
+#: such line (nothing changed), 75 when the file is locked.
+SUBID_DROP = r"""f="$1"; line="root:$2:1"
+case "$f" in /etc/subuid|/etc/subgid) ;; *) echo "refusing to edit $f" >&2; exit 2;; esac
+case "$2" in ""|*[!0-9]*) echo "not an id: $2" >&2; exit 2;; esac
+[ -f "$f" ] && grep -qxF -- "$line" "$f" || exit 3
+mine="$f.$$"; lock="$f.lock"
+printf '%s\n' "$$" > "$mine" || exit 1
+if ! ln -- "$mine" "$lock" 2>/dev/null; then
+  rm -f -- "$mine"; echo "$f is locked ($lock): another program is changing it" >&2; exit 75
+fi
+tmp=""
+trap 'rm -f -- "$mine" "$lock" ${tmp:+"$tmp"}' EXIT
+trap "exit 1" HUP INT TERM
+tmp=$(mktemp -- "$f.lxdgpu-XXXXXX") || exit 1
+gone=0
+while IFS= read -r l || [ -n "$l" ]; do
+  if [ "$gone" = 0 ] && [ "$l" = "$line" ]; then gone=1; continue; fi
+  printf '%s\n' "$l"
+done < "$f" > "$tmp" || exit 1
+chown --reference="$f" -- "$tmp" && chmod --reference="$f" -- "$tmp" && sync -- "$tmp" &&
+mv -f -- "$tmp" "$f"
+"""
+#: Exit statuses of ``SUBID_DROP``: the line was not there; the file is locked.
+SUBID_ABSENT, SUBID_LOCKED = 3, 75
+#: The files of delegations, per ledger kind.
+SUBID_FILES = {"subuid": "/etc/subuid", "subgid": "/etc/subgid"}
 
-
-#: ``usermod``'s options that add and remove delegations of ids to root, per file.
+#: ``usermod``'s options that add delegations of ids to root, per file.
 _ADD = {"subuid": "--add-subuids", "subgid": "--add-subgids"}
-_DEL = {"subuid": "--del-subuids", "subgid": "--del-subgids"}
 
 
 class HostActionFailed(ToolError):
@@ -75,14 +109,15 @@ def perform(
 ) -> str:
     """Do the host action ``action`` through ``shell``; a short note of what was done.
     Raises ``HostActionFailed``, ``invariants.NotAllowed`` or ``HostShellError``."""
+    host_checks.check(action, fleet, authority)
     if shell is None:
+        key = host_checks.ssh_key(action)
         raise HostActionFailed(
             f"{action.object} on {action.host}: the host's own system cannot be reached (the "
-            f"fleet file gives no hosts.{action.host}.ssh); nothing was changed",
-            hint=f"give hosts.{action.host}.ssh in the fleet file (or run the tool on the host "
+            f"fleet file gives no {key}); nothing was changed",
+            hint=f"give {key} in the fleet file (or run the tool on the host "
             "itself with its local option), then plan and apply again",
         )
-    host_checks.check(action, fleet, authority)
     body = action.body
     run = _Runner(shell, action)
     if isinstance(body, plans.AccountBody):
@@ -114,7 +149,7 @@ class _Runner:
             raise HostActionFailed(
                 f"{self.action.object} on {self.action.host}: `{_shown(argv)}` failed "
                 f"({self.shell.via}): {result.error_text()}",
-                hint=_hint(argv[0] if argv else ""),
+                hint=_hint(argv[3] if argv[:2] == ["sh", "-c"] and len(argv) > 3 else argv[0]),
             )
         return result
 
@@ -162,9 +197,14 @@ def _undelegate(run: _Runner, action: plans.Action, body: plans.DelegationBody) 
             "changed",
             hint="remove the line by hand if it must go; plan again",
         )
-    run(["usermod", _DEL[body.file], f"{body.id}-{body.id}", "root"])
+    path = SUBID_FILES[body.file]
+    dropped = run(
+        ["sh", "-c", SUBID_DROP, SUBID_NAME, path, str(body.id)], allowed=(0, SUBID_ABSENT)
+    )
     run(["sh", "-c", LEDGER_DROP, LEDGER_NAME, LEDGER_DIR, line])
-    return f"root:{body.id}:1 removed from /etc/{body.file}"
+    if dropped.returncode == SUBID_ABSENT:
+        return f"root:{body.id}:1 was no longer in {path}; dropped from the ledger"
+    return f"root:{body.id}:1 removed from {path}"
 
 
 def _shown(argv: Sequence[str]) -> str:
@@ -175,6 +215,12 @@ def _shown(argv: Sequence[str]) -> str:
 
 
 def _hint(program: str) -> str:
+    if program == SUBID_NAME:
+        return (
+            "a locked file is being changed by another program (useradd, usermod, vipw): apply "
+            "again when it is done; a lock left by a program that died (its pid in the .lock "
+            "file is gone) can be removed by hand"
+        )
     if program in ("useradd", "groupadd", "usermod"):
         return (
             "the tool runs the host layer as root: check that the SSH user is root (hosts.NAME.ssh"

@@ -11,6 +11,11 @@ writes), never against what the plan says of itself:
   (on the site: below the lab's root in the lab), owned by exactly that user's uid and gid: a
   plan edited to chown ``/etc`` or to give ``/home/alice`` to another uid is refused. The path
   must be absolute, without ``..`` and not one of the host's system trees (``fleet.safety``);
+- on a cluster host (``hosts.X.cluster``), an action names a member that has an ssh
+  destination (``cluster.ssh``; among ``cluster.members`` when they are listed) and its object
+  is named after it (``tom@node2``, ``node2:/home/tom``, ``node2:subuid:1003``); an account,
+  home or added delegation only for a user the fleet does not put on another member
+  (``users.NAME.member``); on a single server, no member;
 - a delegation only of an id of at least 1000; added only for the uid (subuid) or gid (subgid)
   of a fleet user of that host; removed only with ``--prune`` given to this run (or
   ``reconcile.allow_deletes``), never while a fleet user of the host still needs it, and only
@@ -29,7 +34,7 @@ from lxdgpu_reconcile.fleet import safety
 from lxdgpu_reconcile.fleet.host_needs import home_source
 from lxdgpu_reconcile.fleet.models import Fleet, User
 from lxdgpu_reconcile.planning import model as plans
-from lxdgpu_reconcile.planning.host_layer import NOLOGIN
+from lxdgpu_reconcile.planning.host_layer import NOLOGIN, object_name
 from lxdgpu_reconcile.site import Site
 
 _REPLAN = (
@@ -47,6 +52,7 @@ def check(action: plans.Action, fleet: Fleet, authority: Authority) -> None:
     """Refuse ``action`` (on an account, home or delegation) when no fleet file could have
     planned it; raises ``NotAllowed``."""
     body = action.body
+    _member(action, fleet)
     if isinstance(body, plans.AccountBody) and action.kind is plans.ActionKind.CREATE:
         _account(action, body, fleet, authority)
     elif isinstance(body, plans.HomeBody) and action.kind in (
@@ -63,6 +69,86 @@ def check(action: plans.Action, fleet: Fleet, authority: Authority) -> None:
         raise _refused(action, "the plan has no usable body for this host action")
 
 
+def member_of(action: plans.Action) -> str | None:
+    """The cluster member a host action is on (its body's ``member``); None for a single
+    server's, and for any other action."""
+    body = action.body
+    if isinstance(body, plans.AccountBody | plans.HomeBody | plans.DelegationBody):
+        return body.member
+    return None
+
+
+def ssh_key(action: plans.Action) -> str:
+    """The fleet key that gives the shell of ``action``'s system: ``hosts.h1.ssh``, or
+    ``hosts.dept.cluster.ssh.node2`` on a cluster member."""
+    member = member_of(action)
+    if member is None:
+        return f"hosts.{action.host}.ssh"
+    return f"hosts.{action.host}.cluster.ssh.{member}"
+
+
+def _member(action: plans.Action, fleet: Fleet) -> None:
+    """A host action on a cluster host names one of its members that has an ssh destination
+    (``hosts.X.cluster.ssh``, and among ``cluster.members`` when they are listed), and is named
+    after it; one on a single server names no member. Whose container is on that member is
+    the plan's to say (placement); the user, ids and paths are checked as on a single server."""
+    member = member_of(action)
+    spec = fleet.hosts.get(action.host)
+    cluster = spec.cluster if spec is not None else None
+    if cluster is None:
+        if member is not None:
+            raise _refused(
+                action, f"{action.host} is not a cluster, and the plan names member {member}"
+            )
+        return
+    if member is None:
+        raise _refused(
+            action,
+            f"{action.host} is a cluster, and the plan names no member: each member's own system "
+            "is its own",
+        )
+    if member not in cluster.ssh or (cluster.members is not None and member not in cluster.members):
+        raise _refused(
+            action,
+            f"member {member} of {action.host} has no ssh destination in the fleet file "
+            f"(hosts.{action.host}.cluster.ssh)",
+        )
+    bare = action.object.name
+    if isinstance(action.body, plans.AccountBody):
+        bare = action.body.name
+    elif isinstance(action.body, plans.HomeBody):
+        bare = action.body.path
+    elif isinstance(action.body, plans.DelegationBody):
+        bare = f"{action.body.file}:{action.body.id}"
+    if action.object.name != object_name(action.object.kind, bare, member):
+        raise _refused(
+            action, f"the object is named {action.object.name}, not after member {member}"
+        )
+    body = action.body
+    if isinstance(body, plans.DelegationBody) and action.kind is not plans.ActionKind.CREATE:
+        return  # a removal: checked against every user of the cluster (``_delegation``)
+    elsewhere = [
+        name
+        for name, user in fleet.users.items()
+        if user.host == action.host and user.member is not None and user.member != member
+    ]
+    if isinstance(body, plans.AccountBody) and body.name in elsewhere:
+        raise _refused(
+            action,
+            f"the fleet file puts user {body.name} on member {fleet.users[body.name].member}",
+        )
+    if isinstance(body, plans.DelegationBody):
+        ids = {
+            (u.uid if body.file == "subuid" else u.gid)
+            for name, u in fleet.users.items()
+            if u.host == action.host and name not in elsewhere
+        }
+        if body.id not in ids:
+            raise _refused(
+                action, f"no fleet user of {action.host} that may be on member {member} has it"
+            )
+
+
 def home_on_site(fleet: Fleet, user: str, authority: Authority) -> str:
     """``user``'s home as the host sees it on the site (``Site.home_dir``)."""
     path = home_source(fleet.defaults, user)
@@ -72,7 +158,8 @@ def home_on_site(fleet: Fleet, user: str, authority: Authority) -> str:
 def _account(
     action: plans.Action, body: plans.AccountBody, fleet: Fleet, authority: Authority
 ) -> None:
-    if not _USER_NAME.match(body.name) or action.object.name != body.name:
+    named = object_name(action.object.kind, body.name, body.member)
+    if not _USER_NAME.match(body.name) or action.object.name != named:
         raise _refused(action, f"{body.name!r} is not a user name the fleet file can hold")
     spec = _fleet_user(action, body.name, fleet)
     if (body.uid, body.gid) != (spec.uid, spec.gid):
@@ -103,10 +190,13 @@ def _home(
         problems.append(f"{path!r} is the root of the host")
     if problems:
         raise _refused(action, f"home {path}: {'; '.join(problems)}")
+    member = member_of(action)
     owners = [
         user
         for user, spec in fleet.users.items()
-        if spec.host == action.host and home_on_site(fleet, user, authority) == path
+        if spec.host == action.host
+        and (member is None or spec.member in (None, member))
+        and home_on_site(fleet, user, authority) == path
     ]
     if not owners:
         raise _refused(
@@ -125,7 +215,7 @@ def _delegation(
     action: plans.Action, body: plans.DelegationBody, fleet: Fleet, authority: Authority
 ) -> None:
     _ids(action, body.id)
-    if action.object.name != f"{body.file}:{body.id}":
+    if action.object.name != object_name(action.object.kind, f"{body.file}:{body.id}", body.member):
         raise _refused(action, f"the delegation is named {action.object.name}")
     users = [spec for spec in fleet.users.values() if spec.host == action.host]
     ids = {spec.uid if body.file == "subuid" else spec.gid for spec in users}

@@ -128,6 +128,15 @@ def _cluster(name: str, endpoint: str, cluster: Cluster) -> Iterator[Finding]:
             "an empty member list places nothing: list the members, or leave members out to "
             "use every member the cluster has",
         )
+    for member in cluster.ssh:
+        if cluster.members is not None and member not in cluster.members:
+            listed = ", ".join(cluster.members) or "none"
+            yield Finding(
+                (*at, "ssh", member),
+                f"member {member!r} is not among hosts.{name}.cluster.members ({listed}): "
+                "give ssh destinations of listed members only",
+                at_key=True,
+            )
     for i, other in enumerate(cluster.endpoints):
         if not other.startswith("https://"):
             yield Finding(

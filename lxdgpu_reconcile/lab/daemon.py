@@ -84,12 +84,12 @@ def start(host: HostLab) -> HostLab:
     return host.model_copy(update={"pid": pid})
 
 
-def initialise(host: HostLab) -> None:
-    """Apply the preseed (first start of a fresh ``LXD_DIR``)."""
+def initialise(host: HostLab, text: str | None = None) -> None:
+    """Apply the preseed (first start of a fresh ``LXD_DIR``): ``text``, or a single host's."""
     run(
         ["lxd", "init", "--preseed"],
         env=_env(host.lxd_dir),
-        stdin=preseed(host.port),
+        stdin=preseed(host.port, host.address) if text is None else text,
         what=f"{host.name}: lxd init --preseed",
     )
 
@@ -97,16 +97,16 @@ def initialise(host: HostLab) -> None:
 def check_listening(host: HostLab) -> None:
     """Fail clearly when the daemon is not serving https on its recorded port."""
     address = LxdSocket(host.socket).call("GET", "/1.0")["config"].get("core.https_address")
-    if address != f"127.0.0.1:{host.port}":
+    if address != f"{host.address}:{host.port}":
         raise LabError(
-            f"{host.name}: LXD listens on {address or 'no https address'}, not 127.0.0.1:"
+            f"{host.name}: LXD listens on {address or 'no https address'}, not {host.address}:"
             f"{host.port}; run `lxdgpu-reconcile lab down` and `lab up` again"
         )
     try:
-        socket.create_connection(("127.0.0.1", host.port), timeout=5).close()
+        socket.create_connection((host.address, host.port), timeout=5).close()
     except OSError:
         raise LabError(
-            f"{host.name}: nothing answers on 127.0.0.1:{host.port} (another program may hold "
+            f"{host.name}: nothing answers on {host.address}:{host.port} (another program may hold "
             f"the port; see {Path(host.lxd_dir) / 'lxd.log'}); run `lxdgpu-reconcile lab down` "
             "and `lab up` again"
         ) from None

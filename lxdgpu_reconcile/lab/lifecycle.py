@@ -27,7 +27,7 @@ from pathlib import Path
 
 from lxdgpu_reconcile import fileio
 from lxdgpu_reconcile.fleet.models import Fleet
-from lxdgpu_reconcile.lab import daemon, hostssh, hostsys, idmap, netdev, shared
+from lxdgpu_reconcile.lab import cluster, daemon, hostssh, hostsys, idmap, netdev, shared
 from lxdgpu_reconcile.lab.certs import ensure_client_cert, write_lxc_config
 from lxdgpu_reconcile.lab.faults import LabError
 from lxdgpu_reconcile.lab.image import build_images, import_images
@@ -67,7 +67,7 @@ def lab_up(fleet: Fleet, lab_dir: Path, *, progress: Progress | None = None) -> 
     lab_dir = Path(os.path.abspath(lab_dir))
     needs = needs_of(fleet)
     require_root()
-    check_lab_dir(lab_dir, needs.hosts)
+    check_lab_dir(lab_dir, needs.daemons)
     ensure_packages(say)
     _mkdirs(lab_dir)
     with _locked(lab_dir):
@@ -79,7 +79,10 @@ def lab_up(fleet: Fleet, lab_dir: Path, *, progress: Progress | None = None) -> 
             tarballs = build_images(lab_dir / "image", needs.image_aliases)
             state = _ensure_ssh_key(state)
             for name in needs.hosts:
-                state = _ensure_host(state, name, tarballs, say=say)
+                if name in needs.clusters:
+                    state = _ensure_cluster(state, name, needs.clusters[name], tarballs, say=say)
+                else:
+                    state = _ensure_host(state, name, tarballs, say=say)
             _write_lxc_config(state)
             _write_ssh_config(state)
         except OSError as exc:  # a file of the lab that cannot be written: no traceback
@@ -99,7 +102,8 @@ def lab_down(lab_dir: Path, *, progress: Progress | None = None) -> bool:
     require_root()
     with _locked(lab_dir):
         state = load_lab(lab_dir)
-        for host in state.hosts.values():
+        # Last first: a cluster's other members leave before the one that bootstrapped it.
+        for host in reversed(state.hosts.values()):
             _stop_host(host, say)
         state = state.model_copy(
             update={
@@ -343,12 +347,36 @@ def _with_host(state: LabState, host: HostLab) -> LabState:
     return state
 
 
-def _ensure_host(
-    state: LabState, name: str, tarballs: Mapping[str, Path], *, say: Progress
+def _ensure_cluster(
+    state: LabState,
+    name: str,
+    members: tuple[str, ...],
+    tarballs: Mapping[str, Path],
+    *,
+    say: Progress,
 ) -> LabState:
-    """Make ``name``'s own system, start, restart or reuse its daemon in it, trust the tool,
-    import the stand-in image of each alias (``tarballs``: alias -> tarball), then start or
-    reuse its sshd."""
+    """Start, restart or reuse each member of cluster ``name`` as a lab host of its own (the
+    first bootstraps the cluster, the others join it), then wait until all are online."""
+    state = cluster.add_members(state, name, members, taken=_taken_ports(state))
+    for key in state.clusters[name]:
+        init = cluster.initialiser(state, name, key)
+        state = _ensure_host(state, key, tarballs, say=say, init=init)
+    cluster.wait_online(state, name, say=say)
+    return state
+
+
+def _ensure_host(
+    state: LabState,
+    name: str,
+    tarballs: Mapping[str, Path],
+    *,
+    say: Progress,
+    init: Callable[[HostLab], None] = daemon.initialise,
+) -> LabState:
+    """Make ``name``'s own system, start, restart or reuse its daemon in it (``init``
+    configures a fresh one), trust the tool, import the stand-in image of each alias
+    (``tarballs``: alias -> tarball), then start or reuse its sshd. A cluster's trust store
+    and images are shared: its later members find them there."""
     host = state.hosts.get(name) or _new_host(state, name)
     system = Path(state.dir) / "sys" / name
     _mkdirs(system)
@@ -367,7 +395,7 @@ def _ensure_host(
         host = daemon.start(host)
         state = _with_host(state, host)
     if not host.initialised:
-        daemon.initialise(host)
+        init(host)
         host = host.model_copy(update={"initialised": True})
         state = _with_host(state, host)
     daemon.check_listening(host)
@@ -390,7 +418,8 @@ def _ensure_sshd(state: LabState, host: HostLab, say: Progress) -> HostLab:
     if system is None or daemon_pid is None or key is None:
         raise LabError(f"{host.name}: its lab daemon is not up; run `lxdgpu-reconcile lab up`")
     port = host.ssh_port or daemon.free_port(_taken_ports(state))
-    host = host.model_copy(update={"ssh_port": port, "ssh_alias": hostssh.alias_of(host.name)})
+    alias = hostssh.alias_of(f"{host.cluster}-{host.member}" if host.cluster else host.name)
+    host = host.model_copy(update={"ssh_port": port, "ssh_alias": alias})
     _with_host(state, host)
     files = _sshd_files(host)
     client_key = Path(key).with_name(Path(key).name + ".pub").read_text().strip()
@@ -456,10 +485,13 @@ def _write_ssh_config(state: LabState) -> None:
 
 
 def _write_lxc_config(state: LabState) -> None:
+    """A remote per lab host; a cluster is one remote (its first member)."""
+    remotes = {n: h for n, h in state.hosts.items() if h.cluster is None}
+    remotes.update({name: state.host(name) for name in state.clusters})
     write_lxc_config(
         Path(state.lxc_conf),
-        {name: host.endpoint for name, host in state.hosts.items()},
-        {name: Path(host.server_cert) for name, host in state.hosts.items()},
+        {name: host.endpoint for name, host in remotes.items()},
+        {name: Path(host.server_cert) for name, host in remotes.items()},
     )
 
 

@@ -7,7 +7,8 @@ apply makes them, as on a real host.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from lxdgpu_reconcile.fleet.models import Fleet
 
@@ -24,6 +25,22 @@ class LabNeeds:
     host_dirs: tuple[str, ...]
     #: Aliases the lab's busybox image is imported under on every host.
     image_aliases: tuple[str, ...]
+    #: Fleet hosts that are clusters -> their members' names (``cluster.members``, or
+    #: ``node1``, ``node2`` when the fleet lists none): one lab daemon per member.
+    clusters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def daemons(self) -> tuple[str, ...]:
+        """Every lab daemon's key: a host's name, or ``CLUSTER/MEMBER`` for a member."""
+        return tuple(
+            key
+            for host in self.hosts
+            for key in (
+                [member_key(host, m) for m in self.clusters[host]]
+                if host in self.clusters
+                else [host]
+            )
+        )
 
 
 def needs_of(fleet: Fleet) -> LabNeeds:
@@ -33,7 +50,26 @@ def needs_of(fleet: Fleet) -> LabNeeds:
         nic_parents=nic_parents(fleet),
         host_dirs=host_dirs(fleet),
         image_aliases=image_aliases(fleet),
+        clusters=clusters(fleet),
     )
+
+
+#: A lab cluster's members when the fleet lists none.
+DEFAULT_MEMBERS = ("node1", "node2")
+
+
+def clusters(fleet: Fleet) -> dict[str, tuple[str, ...]]:
+    """Each cluster host's members as the lab makes them (the first bootstraps the cluster)."""
+    return {
+        name: tuple(host.cluster.members or DEFAULT_MEMBERS)
+        for name, host in fleet.hosts.items()
+        if host.cluster is not None
+    }
+
+
+def member_key(cluster: str, member: str) -> str:
+    """The lab's key of a cluster member's daemon (``lab exec CLUSTER/MEMBER``)."""
+    return f"{cluster}/{member}"
 
 
 def _devices(fleet: Fleet) -> list[dict[str, str]]:

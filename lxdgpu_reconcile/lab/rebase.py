@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lxdgpu_reconcile.fleet.models import Fleet
+from lxdgpu_reconcile.fleet.models import Cluster, Fleet, Host
 from lxdgpu_reconcile.lab.faults import LabMissingError
 from lxdgpu_reconcile.lab.record import HostLab, LabState, load_lab
 from lxdgpu_reconcile.site import REAL, Site
@@ -18,8 +18,11 @@ def rebase_fleet(fleet: Fleet, state: LabState) -> Fleet:
     """``fleet`` with each host reached through its lab daemon, over pinned https, and its own
     system over SSH through the lab's sshd for it (``hosts.X.ssh``: its name in the lab's
     ``ssh -F`` configuration). A host without a lab sshd (a lab made by an older version) gets
-    no ``ssh``: its host layer is left alone rather than reached on the real host."""
-    missing = [name for name in fleet.hosts if name not in state.hosts]
+    no ``ssh``: its host layer is left alone rather than reached on the real host. A cluster
+    host is reached through its first member (the others are ``cluster.endpoints``), with the
+    cluster's certificate pinned, and each member's system through that member's lab sshd
+    (``cluster.ssh``)."""
+    missing = [n for n in fleet.hosts if n not in state.hosts and n not in state.clusters]
     if missing:
         raise LabMissingError(
             f"the lab in {state.dir} has no host {', '.join(missing)}; "
@@ -28,16 +31,34 @@ def rebase_fleet(fleet: Fleet, state: LabState) -> Fleet:
     hosts = {
         name: host.model_copy(
             update={
-                "endpoint": state.hosts[name].endpoint,
+                "endpoint": state.host(name).endpoint,
                 "client_cert": state.client_cert,
                 "client_key": state.client_key,
-                "server_cert": state.hosts[name].server_cert,
-                "ssh": _ssh_of(state.hosts[name], state),
+                "server_cert": state.host(name).server_cert,
+                "ssh": _ssh_of(state.host(name), state) if host.cluster is None else None,
+                **_cluster_of(host, name, state),
             }
         )
         for name, host in fleet.hosts.items()
     }
     return fleet.model_copy(update={"hosts": hosts})
+
+
+def _cluster_of(host: Host, name: str, state: LabState) -> dict[str, Cluster]:
+    """For a cluster host made as a lab cluster: the other members' endpoints as fallbacks
+    (``endpoint`` is the first member's), each member's lab sshd (``cluster.ssh``)."""
+    if host.cluster is None or name not in state.clusters:
+        return {}
+    members = [state.hosts[key] for key in state.clusters[name]]
+    ssh = {m.member: _ssh_of(m, state) for m in members if m.member is not None}
+    return {
+        "cluster": host.cluster.model_copy(
+            update={
+                "endpoints": tuple(m.endpoint for m in members[1:]),
+                "ssh": {member: dest for member, dest in ssh.items() if dest is not None},
+            }
+        )
+    }
 
 
 def _ssh_of(host: HostLab, state: LabState) -> str | None:

@@ -46,6 +46,12 @@ class HostLab(Frozen):
     sshd_pid: int | None = None
     #: The host's name in the lab's OpenSSH client configuration (``ssh -F``).
     ssh_alias: str | None = None
+    #: The loopback address the daemon listens on (a lab cluster's members: 127.0.0.N).
+    address: str = "127.0.0.1"
+    #: A member of a lab cluster (``lab.cluster``): the fleet host it is a member of, and its
+    #: LXD ``server_name``. Its record is ``hosts["CLUSTER/MEMBER"]``.
+    cluster: str | None = None
+    member: str | None = None
 
     @property
     def socket(self) -> Path:
@@ -83,10 +89,16 @@ class LabState(Frozen):
     #: the key it logs in with.
     ssh_config: str | None = None
     ssh_key: str | None = None
+    #: Lab clusters: fleet host -> its members' keys in ``hosts`` (``CLUSTER/MEMBER``), the
+    #: first the member that bootstrapped the cluster.
+    clusters: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
     def host(self, name: str) -> HostLab:
-        """The lab daemon of ``name``; ``LabMissingError`` when the lab has none."""
+        """The lab daemon of ``name`` (a cluster's name: its first member's; ``CLUSTER/MEMBER``:
+        that member's); ``LabMissingError`` when the lab has none."""
         try:
+            if name in self.clusters and name not in self.hosts:
+                return self.hosts[self.clusters[name][0]]
             return self.hosts[name]
         except KeyError:
             known = ", ".join(sorted(self.hosts)) or "none"

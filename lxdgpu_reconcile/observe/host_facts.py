@@ -122,6 +122,9 @@ class FactsQuery(Frozen):
     """What to ask one host about its own system (pure data, from the fleet file)."""
 
     host: str
+    #: On a cluster host: the member asked (its users are the whole cluster's, as placement is
+    #: not known while the facts are read); "" for a single server.
+    member: str = ""
     users: tuple[UserQuery, ...] = ()
     #: Every host path to stat (homes, CUDA trees, disk sources), on the site, without repeats.
     paths: tuple[str, ...] = ()
@@ -300,7 +303,7 @@ def read_facts(
 ) -> HostFacts:
     """The facts of ``query.host`` through ``shell``, in one command. Never raises: a host that
     cannot be reached, a failed script or an unreadable answer is ``HostFacts.error``."""
-    host = query.host
+    host = f"{query.host}, member {query.member}" if query.member else query.host
     try:
         result = shell.run(query.argv(), timeout=timeout)
     except HostShellError as exc:

@@ -60,3 +60,14 @@ class HostShell(Protocol):
 #: Opens the shell of a host by name, or returns None when the host layer of that host is not
 #: managed (no ``ssh:`` and no ``--local``).
 OpenShell = Callable[[str], HostShell | None]
+
+
+def member_shell(opener: OpenShell | None, host: str, member: str) -> HostShell | None:
+    """The shell of member ``member`` of cluster host ``host``: ``opener.member(host, member)``
+    when the opener has that method (``observe.transport.open_shell``'s has), else None (the
+    member's host layer is not managed)."""
+    method = getattr(opener, "member", None)
+    if not callable(method):
+        return None
+    shell: HostShell | None = method(host, member)
+    return shell

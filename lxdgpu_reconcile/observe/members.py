@@ -3,14 +3,18 @@
 A fleet host with ``cluster:`` is one LXD cluster, observed through one endpoint like any host
 (``observe.reading``). On top of a single host's requests it reads the member list
 (``GET /1.0/cluster/members?recursion=1``: name, status, url) and, for every member that is
-online, that member's resources (``GET /1.0/resources?target=MEMBER``: CPUs, GPUs, memory); the
+online, that member's resources (``GET /1.0/resources?target=MEMBER``: CPUs, GPUs, memory;
+a member whose resources cannot be read is taken as not answering, ``NOT_ANSWERING``); the
 host-wide ``GET /1.0/resources`` is not read (it describes only the member that answers). A
 cluster of N members, M of them online, costs the five requests of a single host minus one, plus
 1 + M.
 
-Instances on a member that is not online (LXD lists them without their config, status
-``Error``) are not observed: they go to ``HostSnapshot.unseen`` (name -> member), and the
-planner plans nothing on them.
+Instances on a member that is not online are not observed: they go to ``HostSnapshot.unseen``
+(name -> member), and the planner plans nothing on them. LXD 5.0 lists them with status
+``Error`` (status code 112), their name and location, and ``null`` config, devices and
+profiles (type ""). It lists them so as soon as their member stops answering, while the member
+list still says ``Online`` until the member misses heartbeats for ``cluster.offline_threshold``
+seconds (20 by default; the lab sets 11): such an instance is unseen too.
 """
 
 from __future__ import annotations
@@ -19,11 +23,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from lxdgpu_reconcile.observe.lxdapi import LxdApi
+from lxdgpu_reconcile.observe.lxderrors import LxdError
 from lxdgpu_reconcile.state import GpuObs, InstanceObs, MemberObs
 
 Json = Mapping[str, Any]
 #: The status of a member that answers (``lxc cluster list``: ONLINE).
 ONLINE = "Online"
+#: The tool's status of a member listed ``Online`` whose own resources could not be read: it
+#: stopped answering and its heartbeats are not overdue yet (LXD 5.0.2 then answers a request
+#: for it after about 10 s with ``Missing event connection with target cluster member``).
+NOT_ANSWERING = "Not answering"
 
 
 class NotACluster(ValueError):
@@ -36,12 +45,17 @@ def read_members(
     """The member list and the resources of each online member, as LXD returned them."""
     if not (client.host_info.get("environment") or {}).get("server_clustered", False):
         raise NotACluster("the server is not clustered")
-    members: list[Json] = list(client.list("cluster/members", recursion=1, timeout=remaining()))
-    resources: dict[str, Json] = {
-        str(m["server_name"]): client.resources(timeout=remaining(), target=str(m["server_name"]))
-        for m in members
-        if m.get("status") == ONLINE
-    }
+    listed: list[Json] = list(client.list("cluster/members", recursion=1, timeout=remaining()))
+    members: list[Json] = []
+    resources: dict[str, Json] = {}
+    for member in listed:
+        name = str(member["server_name"])
+        if member.get("status") == ONLINE:
+            try:
+                resources[name] = client.resources(timeout=remaining(), target=name)
+            except LxdError as exc:
+                member = {**member, "status": NOT_ANSWERING, "message": exc.message}
+        members.append(member)
     return members, resources
 
 
@@ -81,11 +95,18 @@ def split_unseen(
     seen: list[InstanceObs] = []
     unseen: dict[str, str] = {}
     for inst in instances:
-        if inst.location in down:
+        if inst.location in down or (inst.location and unreachable(inst)):
             unseen[inst.name] = inst.location
         else:
             seen.append(inst)
     return seen, unseen
+
+
+def unreachable(inst: InstanceObs) -> bool:
+    """Whether LXD listed ``inst`` without reaching its member: status ``Error`` and nothing
+    but its name and location (an instance that failed on a member that answers keeps its
+    config, at least its ``volatile.*`` keys, and its profiles)."""
+    return inst.status == "Error" and not inst.config and not inst.profiles and not inst.devices
 
 
 def host_figures(members: Sequence[MemberObs]) -> dict[str, Any]:

@@ -20,8 +20,10 @@ why and what to do, and the other hosts are observed all the same.
 Given a way to reach each host's own system (``open_shell``, ``observe.transport``), the
 facts of its host layer (accounts, homes, paths, delegations: ``observe.host_facts``) are read in
 the same pass, in parallel with its LXD observation and within the same timeout, into
-``HostSnapshot.facts`` (None for a host whose host layer is not managed). A failed read is
-``HostFacts.error``, as a failed LXD read is ``HostSnapshot.error``.
+``HostSnapshot.facts`` (None for a host whose host layer is not managed). A cluster host's
+members are each read over their own shell (``hosts.NAME.cluster.ssh``), in parallel too, into
+``HostSnapshot.member_facts``. A failed read is ``HostFacts.error``, as a failed LXD read is
+``HostSnapshot.error``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from lxdgpu_reconcile.fleet.models import Fleet, Host
 from lxdgpu_reconcile.observe import connect as connecting
 from lxdgpu_reconcile.observe import members
 from lxdgpu_reconcile.observe.host_facts import FactsQuery, read_facts
-from lxdgpu_reconcile.observe.hostshell import HostShell, OpenShell
+from lxdgpu_reconcile.observe.hostshell import HostShell, OpenShell, member_shell
 from lxdgpu_reconcile.observe.lxdapi import LxdApi
 from lxdgpu_reconcile.site import REAL, Site
 from lxdgpu_reconcile.state import (
@@ -111,14 +113,31 @@ def observe_fleet(
     shells = {
         name: shell
         for name in (names if open_shell is not None else ())
-        if open_shell is not None and (shell := open_shell(name)) is not None
+        if fleet.hosts[name].cluster is None
+        and open_shell is not None
+        and (shell := open_shell(name)) is not None
     }
-    workers = len(names) + len(shells)
+    # A cluster's members, each read over its own shell (``hosts.NAME.cluster.ssh``).
+    member_shells = {
+        (name, member): shell
+        for name, member in _cluster_members(fleet, names if open_shell is not None else ())
+        if (shell := member_shell(open_shell, name, member)) is not None
+    }
+    workers = len(names) + len(shells) + len(member_shells)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="observe")
     try:
         facts = {
             name: pool.submit(_facts_of, shell, FactsQuery.of(fleet, site, name), timeout)
             for name, shell in shells.items()
+        }
+        of_members = {
+            key: pool.submit(
+                _facts_of,
+                shell,
+                FactsQuery.of(fleet, site, key[0]).model_copy(update={"member": key[1]}),
+                timeout,
+            )
+            for key, shell in member_shells.items()
         }
         futures = {
             name: pool.submit(
@@ -146,6 +165,17 @@ def observe_fleet(
             except FutureTimeout:
                 found = _facts_timed_out(name, shells[name], timeout)
             snapshots[name] = snapshots[name].model_copy(update={"facts": found})
+        by_member: dict[str, dict[str, HostFacts]] = {}
+        for (name, member), read in of_members.items():
+            try:
+                found = read.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                found = _facts_timed_out(
+                    f"{name}, member {member}", member_shells[name, member], timeout
+                )
+            by_member.setdefault(name, {})[member] = found
+        for name, found_by_member in by_member.items():
+            snapshots[name] = snapshots[name].model_copy(update={"member_facts": found_by_member})
     finally:
         # A host past its deadline is not waited for; its requests carry their own timeouts.
         pool.shutdown(wait=False, cancel_futures=True)
@@ -192,6 +222,16 @@ def observe_host(
     except Exception as exc:
         error = connecting.classify(name, host, exc, timeout=timeout)
     return HostSnapshot(host=name, endpoint=host.endpoint, error=error.to_host_error())
+
+
+def _cluster_members(fleet: Fleet, names: Iterable[str]) -> list[tuple[str, str]]:
+    """``(host, member)`` of each member with an ssh destination of the cluster hosts among
+    ``names``."""
+    found: list[tuple[str, str]] = []
+    for name in names:
+        cluster = fleet.hosts[name].cluster
+        found.extend((name, member) for member in (cluster.ssh if cluster is not None else ()))
+    return found
 
 
 def _facts_of(shell: HostShell, query: FactsQuery, timeout: float) -> HostFacts:

@@ -271,14 +271,34 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
 
 def open_shell(fleet: Fleet, site: Site) -> OpenShell:
     """How each host of ``fleet`` is reached for its host layer on ``site``: this machine
-    (``--local``), ssh to ``hosts.NAME.ssh`` (with ``site.ssh_config``), or None (not managed)."""
+    (``--local``), ssh to ``hosts.NAME.ssh`` (with ``site.ssh_config``), or None (not managed).
+    The opener's ``member(host, member)`` opens a cluster member's own system
+    (``hosts.NAME.cluster.ssh``; ``hostshell.member_shell``)."""
+    return ShellOpener(fleet, site)
 
-    def opener(host: str) -> HostShell | None:
-        if site.local:
+
+class ShellOpener:
+    """Opens the shell of a host's own system (called with the host's name), or of a cluster
+    member's (``member``)."""
+
+    def __init__(self, fleet: Fleet, site: Site) -> None:
+        self.fleet = fleet
+        self.site = site
+
+    def __call__(self, host: str) -> HostShell | None:
+        if self.site.local:
             return LocalShell()
-        spec = fleet.hosts.get(host)
+        spec = self.fleet.hosts.get(host)
         if spec is None or spec.ssh is None:
             return None
-        return SshShell(spec.ssh, ssh_config=site.ssh_config)
+        return SshShell(spec.ssh, ssh_config=self.site.ssh_config)
 
-    return opener
+    def member(self, host: str, member: str) -> HostShell | None:
+        """Member ``member`` of cluster ``host``: ssh to ``hosts.HOST.cluster.ssh.MEMBER``; None
+        without one, and with ``--local`` (this machine is at most one of the members: a
+        cluster's host layer is reached over ssh only)."""
+        spec = self.fleet.hosts.get(host)
+        cluster = spec.cluster if spec is not None else None
+        if self.site.local or cluster is None or member not in cluster.ssh:
+            return None
+        return SshShell(cluster.ssh[member], ssh_config=self.site.ssh_config)

@@ -92,6 +92,13 @@ class LayerSpec(Frozen):
     cuda: dict[str, str] = Field(default_factory=dict)
     #: The first profile the host's containers get that sets ``nvidia.runtime``.
     nvidia_runtime: str | None = None
+    #: Every profile of the host that sets ``nvidia.runtime`` (a cluster's members are checked
+    #: for the ones their containers use).
+    runtime_profiles: tuple[str, ...] = ()
+    #: The host is a cluster (``hosts.NAME.cluster``): the host layer is each member's
+    #: (``planning.member_layer``), over ``cluster.ssh``, never ``--local`` (``local``).
+    cluster: bool = False
+    local: bool = False
 
 
 def layer_spec(
@@ -110,12 +117,11 @@ def layer_spec(
         if spec.host == host:
             needed.add(delegation_name("subuid", spec.uid))
             needed.add(delegation_name("subgid", spec.gid))
-    runtime = None
+    runtimes = []
     for name in profiles:
         declared = fleet.profiles.get(name)
         if declared is not None and declared.config.get("nvidia.runtime", "").lower() == "true":
-            runtime = name
-            break
+            runtimes.append(name)
     hosted = fleet.hosts.get(host)
     return LayerSpec(
         active=True,
@@ -136,7 +142,10 @@ def layer_spec(
         gpus=hosted.gpus if hosted is not None else None,
         attach_gpus=site.attach_gpus,
         cuda={cuda_profile_name(version): version for version in fleet.cuda},
-        nvidia_runtime=runtime,
+        nvidia_runtime=runtimes[0] if runtimes else None,
+        runtime_profiles=tuple(runtimes),
+        cluster=hosted is not None and hosted.cluster is not None,
+        local=site.local,
     )
 
 
@@ -161,6 +170,15 @@ class HostLayer:
     steps: list[HostStep] = field(default_factory=list)
     errors: list[PlanError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+def object_name(kind: ObjectKind, name: str, member: str | None) -> str:
+    """The name of a host-layer object on cluster ``member``: ``tom@node2`` (an account),
+    ``node2:/home/tom`` (a home), ``node2:subuid:1003`` (a delegation); ``name`` itself on a
+    single server. Action ids stay unique and stable per member."""
+    if member is None:
+        return name
+    return f"{name}@{member}" if kind is ObjectKind.ACCOUNT else f"{member}:{name}"
 
 
 def delegation_name(file: str, ident: int) -> str:

@@ -14,6 +14,7 @@ from lxdgpu_reconcile.planning import desired as desiring
 from lxdgpu_reconcile.planning import diff
 from lxdgpu_reconcile.planning import fingerprint as fingerprints
 from lxdgpu_reconcile.planning import host_layer as layering
+from lxdgpu_reconcile.planning import member_layer as member_layering
 from lxdgpu_reconcile.planning import preflight as preflighting
 from lxdgpu_reconcile.planning.common import ErrorCode, ObjectKind, ObjectRef
 from lxdgpu_reconcile.planning.instance_steps import _NEEDS_PRUNE, InstanceSteps
@@ -91,9 +92,12 @@ class HostPlanner(InstanceSteps):
             for obs in self.snap.instances.values()
             if obs.managed and obs.config.get(state.TAG_USER)
         }
-        layer = layering.plan_host_layer(
-            self.want.layer, self.host, self.snap.facts, removed_users=removed
-        )
+        if self.want.layer.cluster:
+            layer = member_layering.plan_cluster_layer(self.want, self.snap)
+        else:
+            layer = layering.plan_host_layer(
+                self.want.layer, self.host, self.snap.facts, removed_users=removed
+            )
         self.errors.extend(layer.errors)
         self.notes.extend(layer.notes)
         planned = []
@@ -119,11 +123,22 @@ class HostPlanner(InstanceSteps):
     def _prune_delegations(self) -> None:
         """Delegations the tool added that no user of the host needs: deleted (with --prune)
         after the containers that still map them; kept while one that stays maps them."""
-        stale = layering.stale_delegations(self.want.layer, self.snap.facts)
+        for member, facts, instances in member_layering.ledgers(self.want.layer, self.snap):
+            self._prune_ledger(member, facts, instances)
+
+    def _prune_ledger(
+        self,
+        member: str | None,
+        facts: state.HostFacts | None,
+        instances: Mapping[str, state.InstanceObs],
+    ) -> None:
+        """The stale delegations of one system: the host's, or cluster ``member``'s."""
+        stale = layering.stale_delegations(self.want.layer, facts)
         if not stale:
             return
-        mapped = layering.mapped_ids(self.snap.instances)
+        mapped = layering.mapped_ids(instances)
         planned = {action.id: action for _, action in self.actions}
+        where = self.host if member is None else f"{self.host} member {member}"
         for file, ident in stale:
             name = layering.delegation_name(file, ident)
             deletes, staying = [], []
@@ -136,17 +151,20 @@ class HostPlanner(InstanceSteps):
             line = f"root:{ident}:1"
             if staying:
                 self.notes.append(
-                    f"{self.host}: {file} {line} stays while {', '.join(staying)} "
+                    f"{where}: {file} {line} stays while {', '.join(staying)} "
                     "(no longer in the fleet file) still maps it"
                 )
                 continue
             pending, hold = (None, None) if self.options.prune else (_NEEDS_PRUNE, Hold.PRUNE)
             self.add(
                 ActionKind.DELETE,
-                ObjectRef(kind=ObjectKind.DELEGATION, name=name),
+                ObjectRef(
+                    kind=ObjectKind.DELEGATION,
+                    name=layering.object_name(ObjectKind.DELEGATION, name, member),
+                ),
                 layering.DELEGATION_DELETE_STEP,
                 reason=f"added by lxdgpu-reconcile, and no user on {self.host} needs it any more",
-                body=DelegationBody(file=file, id=ident),
+                body=DelegationBody(file=file, id=ident, member=member),
                 depends_on=deletes,
                 pending=pending,
                 hold=hold,

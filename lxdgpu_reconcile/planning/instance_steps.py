@@ -425,6 +425,8 @@ def _out_of_sight(snap: state.HostSnapshot, name: str) -> str:
     member = snap.unseen[name]
     found = snap.member(member)
     status = found.status.lower() if found is not None and found.status else "not online"
+    if found is not None and found.online:  # listed online, but LXD could not reach it
+        status = "not answering"
     return (
         f"{snap.host}: {name} is on member {member}, which is {status}: it could not be seen, "
         "and nothing is planned for it"

@@ -104,6 +104,8 @@ class AccountBody(Frozen):
     home_mode: str
     shell: str
     create_home: bool
+    #: On a cluster host: the member whose own system it is on (``hosts.X.cluster.ssh``).
+    member: str | None = None
 
 
 class HomeBody(Frozen):
@@ -114,6 +116,8 @@ class HomeBody(Frozen):
     uid: int
     gid: int
     mode: str
+    #: On a cluster host: the member whose own system it is on (``hosts.X.cluster.ssh``).
+    member: str | None = None
 
 
 class DelegationBody(Frozen):
@@ -123,6 +127,8 @@ class DelegationBody(Frozen):
     body: Literal["delegation"] = "delegation"
     file: Literal["subuid", "subgid"]
     id: int
+    #: On a cluster host: the member whose own system it is on (``hosts.X.cluster.ssh``).
+    member: str | None = None
 
 
 class InstanceBody(Frozen):

@@ -3,7 +3,9 @@
 ``preflight`` checks one host against what its plan needs and returns plan errors (each with
 the fix) and notes; a host with errors gets no writes, the other hosts go on. It checks:
 
-- the GPU count ``hosts.NAME.gpus`` against the GPUs LXD lists (``/1.0/resources``); the GPU ids
+- the GPU count ``hosts.NAME.gpus`` against the GPUs LXD lists (``/1.0/resources``; on a
+  cluster, the GPUs of all members together, ``/1.0/resources?target=MEMBER``, checked when
+  every member is online); the GPU ids
   users list are checked where containers are expanded (``planning.desired``,
   ``GPU_NOT_ON_HOST``), not again here. Not on a site without GPUs (the lab);
 - the storage pool of every root disk the containers get (declared profiles, profiles used
@@ -15,7 +17,8 @@ the fix) and notes; a host with errors gets no writes, the other hosts go on. It
   them), the subuid/subgid delegation of each container's ``raw.idmap`` ids (present, or
   planned by the host layer), and an NVIDIA driver (``nvidia-smi -L``) when a profile the host
   gets sets ``nvidia.runtime``. In the lab, which has no GPU, a note says the driver is not
-  checked.
+  checked. On a cluster host the checks of a system's own facts run per member
+  (``facts_preflight``, from ``planning.member_layer``) for the containers placed there.
 """
 
 from __future__ import annotations
@@ -46,7 +49,12 @@ def preflight(
     host = want.host
     errors: list[PlanError] = []
     notes: list[str] = []
-    errors.extend(_gpu_count(spec, host, snap))
+    if snap.clustered:
+        gpu_errors, gpu_notes = _cluster_gpu_count(spec, host, snap)
+        errors.extend(gpu_errors)
+        notes.extend(gpu_notes)
+    else:
+        errors.extend(_gpu_count(spec, host, snap))
     devices = _devices(want, snap)
     errors.extend(_pools(host, devices, snap))
     facts = snap.facts
@@ -55,25 +63,48 @@ def preflight(
         notes.append(LAB_DRIVER_NOTE.format(host=host))
     if facts is None or facts.error is not None:
         return errors, notes
-    errors.extend(_nic_parents(host, devices, facts))
-    errors.extend(_sources(spec, host, want, facts))
-    errors.extend(_delegations(host, want, facts, set(planned)))
+    errors.extend(facts_preflight(want, snap, facts, planned=planned, runtime=runtime))
+    return errors, notes
+
+
+def facts_preflight(
+    want: desiring.DesiredHost,
+    snap: state.HostSnapshot,
+    facts: state.HostFacts,
+    *,
+    planned: Iterable[str] = (),
+    runtime: str | None = None,
+    where: str | None = None,
+) -> list[PlanError]:
+    """The checks of ``want`` against one system's own ``facts``: NIC parents, disk sources,
+    delegations (present or ``planned``), the NVIDIA driver when profile ``runtime`` sets
+    ``nvidia.runtime``. ``where`` names the system in messages (``member node2`` of a cluster;
+    the host by default); errors are the host's."""
+    host = want.host
+    place = where or host
+    spec = want.layer
+    devices = _devices(want, snap)
+    errors = [
+        *_nic_parents(place, devices, facts),
+        *_sources(spec, place, want, facts),
+        *_delegations(place, want, facts, set(planned)),
+    ]
     if runtime is not None and spec.attach_gpus and not facts.nvidia:
         errors.append(
             PlanError(
                 code=ErrorCode.NO_NVIDIA_DRIVER,
                 host=host,
                 object=ObjectRef(kind=ObjectKind.PROFILE, name=runtime),
-                message=f"profile {runtime} sets nvidia.runtime, and {host} has no working "
+                message=f"profile {runtime} sets nvidia.runtime, and {place} has no working "
                 "NVIDIA driver (nvidia-smi -L "
                 + ("lists no GPU)" if facts.nvidia == () else "is not there)"),
                 fixes=(
-                    f"install the NVIDIA driver on {host} (nvidia-smi -L must list the GPUs)",
+                    f"install the NVIDIA driver on {place} (nvidia-smi -L must list the GPUs)",
                     f"or take nvidia.runtime out of profile {runtime}",
                 ),
             )
         )
-    return errors, notes
+    return [e if e.host == host else e.model_copy(update={"host": host}) for e in errors]
 
 
 # --- LXD's own view -------------------------------------------------------------------------------
@@ -97,6 +128,40 @@ def _gpu_count(spec: LayerSpec, host: str, snap: state.HostSnapshot) -> list[Pla
             ),
         )
     ]
+
+
+def _cluster_gpu_count(
+    spec: LayerSpec, host: str, snap: state.HostSnapshot
+) -> tuple[list[PlanError], list[str]]:
+    """``hosts.NAME.gpus`` of a cluster: the GPUs of all its members together, checked when
+    every member is online (a member that is not lists none)."""
+    if spec.gpus is None or not spec.attach_gpus:
+        return [], []
+    down = [m.name for m in snap.members_down]
+    if down:
+        return [], [
+            f"{host}: hosts.{host}.gpus not checked: member {', '.join(down)} is not online "
+            "(it is the GPUs of all members together)"
+        ]
+    counts = {m.name: len(m.gpus) for m in snap.members}
+    total = sum(counts.values())
+    if total == spec.gpus:
+        return [], []
+    shown = ", ".join(f"{name} {count}" for name, count in counts.items())
+    return [
+        PlanError(
+            code=ErrorCode.GPU_COUNT,
+            host=host,
+            message=f"cluster {host} has {total} GPU(s) in all ({shown}), and hosts.{host}.gpus "
+            f"says {spec.gpus}",
+            fixes=(
+                f"check `lxc info --resources --target MEMBER` on {host}'s members (a GPU lost, "
+                "or its driver not loaded)",
+                f"or correct hosts.{host}.gpus in the fleet file (on a cluster: the GPUs of all "
+                "members together)",
+            ),
+        )
+    ], []
 
 
 def _devices(

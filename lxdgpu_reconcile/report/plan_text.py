@@ -142,26 +142,30 @@ def entry_words(action: plan.Action, steps: Iterable[plan.Action]) -> str:
 def object_words(action: plan.Action) -> str:
     """What an action acts on, as its entry names it: ``instance tom-container``, ``h1 -> h2``
     after a moved container; for the host layer ``host account tom (uid 1003, gid 1003, shell
-    nologin, home /home/tom 0750)``, ``home /home/tom owner 1003:1003``, ``subuid root:1003:1``."""
+    nologin, home /home/tom 0750)``, ``home /home/tom owner 1003:1003``, ``subuid root:1003:1``;
+    on a cluster member ``host account tom on node2 (...)``, ``subuid root:1003:1 on node2``."""
     body = action.body
+    on = ""
+    if isinstance(body, plan.AccountBody | plan.HomeBody | plan.DelegationBody) and body.member:
+        on = f" on {body.member}"  # a cluster member's own system
     if isinstance(body, plan.AccountBody):
         shell = body.shell.rsplit("/", 1)[-1]
         return (
-            f"host account {body.name} (uid {body.uid}, gid {body.gid}, shell {shell}, home "
+            f"host account {body.name}{on} (uid {body.uid}, gid {body.gid}, shell {shell}, home "
             f"{body.home} {body.home_mode})"
         )
     if isinstance(body, plan.HomeBody):
         if action.kind is plan.ActionKind.CREATE:
-            return f"home {body.path} (owner {body.uid}:{body.gid}, mode {body.mode})"
+            return f"home {body.path}{on} (owner {body.uid}:{body.gid}, mode {body.mode})"
         changed = {change.path for change in action.changes}
-        words = [f"home {body.path}"]
+        words = [f"home {body.path}{on}"]
         if ("owner",) in changed:
             words.append(f"owner {body.uid}:{body.gid}")
         if ("mode",) in changed:
             words.append(f"mode {body.mode}")
         return " ".join(words)
     if isinstance(body, plan.DelegationBody):
-        return f"{body.file} root:{body.id}:1"
+        return f"{body.file} root:{body.id}:1{on}"
     return f"{action.object.kind.value} {action.object.name}{move_from(action)}"
 
 

@@ -12,9 +12,14 @@ It models what the tool relies on in LXD 5.0's clustering:
   member: 404; an offline one: refused), without a target LXD's own choice (the online member
   with the fewest instances, then by name);
 - ``move_to_member`` moves a stopped instance (a running one is refused, as LXD 5.0 without
-  CRIU does), keeping its files, to another online member;
-- an instance on an offline member is listed as LXD lists it, ``status: Error`` with its name
-  and location and no config; reading, starting, stopping or moving it fails.
+  CRIU does), keeping its files, to another online member; as LXD 5.0.2 does (checked against
+  a real lab cluster), a source with ``security.protection.delete`` fails the move and leaves
+  LXD's copy ``lxd-move-of-UUID`` on the target, whose presence fails the next move;
+- an instance on an offline member is listed as LXD 5.0.2 lists it (checked against a real
+  lab cluster): ``status: Error``, ``status_code: 112``, its name and location, ``type: ""``
+  and ``null`` config, devices and profiles; reading, starting, stopping or moving it fails.
+  ``member_down(name, listed=False)`` is the moment before LXD calls the member offline: the
+  member list still says ``Online`` while its instances are listed so.
 
 ``requests`` records every cluster request (members, resources with their target, creates
 with their target, moves) in order, for the tests of what an observation costs.
@@ -23,7 +28,7 @@ with their target, moves) in order, for the tests of what an observation costs.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from typing import Any
 
 from lxdgpu_reconcile import state
@@ -64,12 +69,21 @@ class FakeCluster(FakeLxd):
                 "location": where,
             }
         self.requests: list[str] = []
+        #: Member -> the host uids and gids root may map there (``_check_idmap_delegated``).
+        self.member_delegated: dict[str, tuple[Set[int], Set[int]]] = {}
+        #: Members that do not answer (``member_down``), listed offline or not yet.
+        self.unreachable: set[str] = {m.name for m in snap.members if m.status != "Online"}
 
     # --- test controls -------------------------------------------------------------------------
 
-    def member_down(self, name: str) -> None:
-        """Member ``name`` stops answering: LXD then lists it ``Offline``."""
-        self.members[name].update(status="Offline", message="No heartbeat since 30s")
+    def member_down(self, name: str, *, listed: bool = True) -> None:
+        """Member ``name`` stops answering: LXD then lists it ``Offline`` (``listed=False``:
+        not yet, its heartbeats are not overdue, but its instances are out of reach)."""
+        self.unreachable.add(name)
+        if listed:
+            self.members[name].update(
+                status="Offline", message="No heartbeat for 11.4s (2026-12-01 14:45:27 UTC)"
+            )
 
     def location(self, name: str) -> str:
         return str(self.instances[name]["location"])
@@ -177,6 +191,24 @@ class FakeCluster(FakeLxd):
                     "source server",
                 )
             self._injected("move", name, what)
+            # LXD 5.0.2 copies it to the member as lxd-move-of-UUID, deletes the source, then
+            # renames the copy: a protected source fails the move and leaves the copy.
+            copy_name = f"lxd-move-of-{instance['config'].get('volatile.uuid', '')}"
+            if copy_name in self.instances:
+                raise _error(
+                    what,
+                    500,
+                    "Copy instance operation failed: Failed instance creation: Failed creating "
+                    'instance record: Add instance info to the database: This "instances" '
+                    "entry already exists",
+                )
+            if instance["config"].get("security.protection.delete") == "true":
+                self.instances[copy_name] = {
+                    **copy.deepcopy(instance),
+                    "name": copy_name,
+                    "location": member,
+                }
+                raise _error(what, 500, "Delete instance operation failed: Container is protected")
             instance["location"] = member
             instance["config"]["volatile.uuid"] = f"uuid-moved-to-{member}"
 
@@ -190,10 +222,28 @@ class FakeCluster(FakeLxd):
         found = self.members.get(member)
         if found is None:
             raise _error(what, 404, "Member not found")
-        if found["status"] != "Online":
+        if found["status"] != "Online" or member in self.unreachable:
             raise LxdError(
                 f"{what}: Failed to connect to cluster member {member}: the member is offline",
                 status=503,
+            )
+
+    def _check_idmap_delegated(self, name: str, what: str) -> None:
+        """A start is refused when root may not map the container's ids on the member it is
+        on (``member_delegated``: member -> the uids and gids, as ``FakeHost.delegated``
+        gives them; a member not there: any)."""
+        found = self.member_delegated.get(self.location(name))
+        if found is None:
+            super()._check_idmap_delegated(name, what)
+            return
+        expanded, _ = data.expand(self.instances[name], self.profiles)
+        uids, gids = data.idmap_host_ids(expanded.get("raw.idmap", ""))
+        if not data.delegated(uids, found[0]) or not data.delegated(gids, found[1]):
+            raise _error(
+                what,
+                400,
+                f"Failed to run: /usr/bin/lxd forkstart {name} /var/lib/lxd/containers "
+                f"/var/log/lxd/{name}/lxc.conf: exit status 1",
             )
 
     def _lxd_choice(self) -> str:
@@ -207,15 +257,15 @@ class FakeCluster(FakeLxd):
         """An instance as LXD lists it: with no more than its name, status and location when
         its member is offline."""
         member = str(item.get("location", ""))
-        if self.members.get(member, {}).get("status") == "Online":
+        if member not in self.unreachable:
             return item
         return {
             "name": item["name"],
-            "type": item.get("type", "container"),
+            "type": "",
             "status": "Error",
             "status_code": 112,
             "location": member,
-            "config": {},
-            "devices": {},
-            "profiles": [],
+            "config": None,
+            "devices": None,
+            "profiles": None,
         }

@@ -4,9 +4,9 @@ It holds what the host layer reads and changes (accounts, groups, directories an
 /etc/subuid and /etc/subgid, the tool's ledger, network interfaces, ``nvidia-smi -L``) and
 understands exactly the argument vectors ``execute.host_actions`` sends, refusing what the real
 commands refuse (``useradd`` without its group, a taken name or uid, ``groupadd`` of a taken gid,
-``mkdir`` over a file). Anything else exits 127. ``facts`` gives the ``state.HostFacts`` the facts
-reader (``observe.host_facts``) would read for a fleet; ``from_facts`` builds a host from such
-facts. ``fail`` injects a failure of a program; ``commands`` records every argv run.
+``mkdir`` over a file, ``usermod --del-subuids`` of root, who always has running processes).
+Anything else exits 127. ``facts`` gives the ``state.HostFacts`` the facts reader
+(``observe.host_facts``) would read for a fleet; ``from_facts`` builds a host from such facts. ``fail`` injects a failure of a program; ``commands`` records every argv run.
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ class FakeHost:
     """One host's own system; ``via`` as a real shell's."""
 
     name: str = "h1"
+    #: The fleet host this system belongs to when it is a cluster member's (``name`` is then
+    #: the member's); "" for a single server (``name`` is the host).
+    host: str = ""
     accounts: dict[str, Account] = field(default_factory=dict)
     groups: dict[str, int] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
@@ -68,13 +71,15 @@ class FakeHost:
     # --- test controls -------------------------------------------------------------------------
 
     def fail(self, program: str, message: str, returncode: int = 1) -> None:
-        """Make every later run of ``program`` fail with ``message`` on stderr."""
+        """Make every later run of ``program`` (of a ``sh -c`` script: its ``$0``) fail with
+        ``message`` on stderr."""
         self.failures[program] = (returncode, message)
 
     @classmethod
-    def from_facts(cls, name: str, facts: state.HostFacts) -> FakeHost:
-        """A host whose system is what ``facts`` says (what they do not say is absent)."""
-        host = cls(name=name, nvidia=facts.nvidia)
+    def from_facts(cls, name: str, facts: state.HostFacts, *, host_of: str = "") -> FakeHost:
+        """A host whose system is what ``facts`` says (what they do not say is absent);
+        ``host_of``: the fleet host of a cluster member named ``name``."""
+        host = cls(name=name, host=host_of, nvidia=facts.nvidia)
         for account in facts.accounts:
             host.accounts[account.name] = Account(
                 account.name, account.uid, account.gid, account.home, account.shell
@@ -96,7 +101,7 @@ class FakeHost:
 
     def facts(self, fleet: Fleet, site: sites.Site) -> state.HostFacts:
         """What the facts reader reads of this host for ``fleet`` on ``site``."""
-        query = FactsQuery.of(fleet, site, self.name)
+        query = FactsQuery.of(fleet, site, self.host or self.name)
         with self._lock:
             accounts = {}
             groups = {}
@@ -138,7 +143,8 @@ class FakeHost:
         args = tuple(argv)
         with self._lock:
             self.commands.append(args)
-            failure = self.failures.get(args[0] if args else "")
+            script = args[:2] == ("sh", "-c") and len(args) > 3
+            failure = self.failures.get(args[3] if script else args[0] if args else "")
             if failure is not None:
                 return CommandResult(args, failure[0], b"", failure[1].encode())
             code, out, err = self._run(list(args))
@@ -165,8 +171,13 @@ class FakeHost:
                     return 6, "", f"usermod: user '{name}' does not exist"
                 self.accounts[name].locked = True
                 return 0, "", ""
-            case ["usermod", option, ids, "root"] if option.startswith(("--add-sub", "--del-sub")):
+            case ["usermod", option, ids, "root"] if option.startswith("--add-sub"):
                 return self._subids(option, ids)
+            case ["usermod", option, _, "root"] if option.startswith("--del-sub"):
+                # shadow's usermod refuses this for a user with running processes: root has some
+                return 8, "", "usermod: user root is currently used by process 1"
+            case ["sh", "-c", host_actions.SUBID_DROP, host_actions.SUBID_NAME, path, ident]:
+                return self._subid_drop(path, ident)
             case ["mkdir", "-p", "--", path]:
                 for parent in _parents(path):
                     node = self.nodes.get(parent)
@@ -218,20 +229,19 @@ class FakeHost:
             return 2, "", "fake host: one id at a time"
         ident = int(first)
         lines = self.subuid if "subuid" in option else self.subgid
-        if option.startswith("--add"):
-            if not any(o == "root" and s <= ident < s + c for o, s, c in lines):
-                lines.append(("root", ident, 1))
-            return 0, "", ""
-        kept = []
-        for owner, start, count in lines:
-            if owner != "root" or not start <= ident < start + count:
-                kept.append((owner, start, count))
-                continue
-            if start < ident:
-                kept.append((owner, start, ident - start))
-            if ident + 1 < start + count:
-                kept.append((owner, ident + 1, start + count - ident - 1))
-        lines[:] = kept
+        if not any(o == "root" and s <= ident < s + c for o, s, c in lines):
+            lines.append(("root", ident, 1))
+        return 0, "", ""
+
+    def _subid_drop(self, path: str, ident: str) -> tuple[int, str, str]:
+        """``host_actions.SUBID_DROP``: the first line ``root:ID:1`` of the file goes."""
+        files = {"/etc/subuid": self.subuid, "/etc/subgid": self.subgid}
+        if path not in files or not ident.isdigit():
+            return 2, "", f"refusing to edit {path}"
+        lines = files[path]
+        if ("root", int(ident), 1) not in lines:
+            return host_actions.SUBID_ABSENT, "", ""
+        lines.remove(("root", int(ident), 1))
         return 0, "", ""
 
     def _ledger(self, script: str, line: str) -> tuple[int, str, str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -74,6 +75,20 @@ class LabHandle:
         )
         if check and done.returncode != 0:
             pytest.fail(f"lxc {' '.join(args)} on {host} failed: {done.stderr.strip()}")
+        return done
+
+    def exec(
+        self, host: str, *command: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """``lxdgpu-reconcile lab exec HOST -- COMMAND``: a command on lab host ``host``'s own
+        system; with ``check``, fail the test when it fails."""
+        done = subprocess.run(
+            [sys.executable, "-m", "lxdgpu_reconcile", "lab", "exec", "--dir", str(self.dir),
+             host, "--", *command],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if check and done.returncode != 0:
+            pytest.fail(f"lab exec {host} -- {' '.join(command)} failed: {done.stderr.strip()}")
         return done
 
 

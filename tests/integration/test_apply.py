@@ -9,7 +9,6 @@ the hosts, as an admin's day does.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +71,7 @@ class World:
         self.fleet_path.write_text(yaml.safe_dump(data, sort_keys=False))
 
     def relab(self) -> None:
-        """``lab up`` again for the edited fleet (new uids need their subuid delegation)."""
+        """``lab up`` again for the edited fleet (what a new host, template or NIC parent needs)."""
         loaded = load_fleet(self.fleet_path)
         assert loaded.fleet is not None, loaded.problems
         lab_up(loaded.fleet, self.handle.dir)
@@ -170,8 +169,27 @@ def test_fleet_edit_plans_exactly_those_changes_and_marks_the_restart(world: Wor
         data["users"]["spike"]["uid"] = 1006
 
     world.edit(change)
-    world.relab()
+    # spike's account on server02 has uid 1005: the tool never changes an account's uid, so
+    # server02 gets nothing and says why; server01 is planned as usual.
+    refused = world.cli("plan", "--format", "json")
+    assert refused.exit_code == 1, refused.output
+    conflict = json.loads(refused.stdout)
+    server02 = next(h for h in conflict["hosts"] if h["host"] == "server02")
+    (error,) = server02["errors"]
+    assert (error["code"], error["host"]) == ("account-conflict", "server02")
+    assert "account spike on server02 has uid 1005" in error["message"]
+    assert "uid 1006" in error["message"]
+    assert not server02["applyable"]
+    assert {a["object"]["name"] for a in actions(conflict, "server01")} == {
+        "tom-container",
+        "jerry-container",
+        "cuda-9.0",  # no longer used on server01: a pending delete
+    }
+    # The admin's fix on the host: the account takes the new uid (usermod re-owns the home too).
+    world.handle.exec("server02", "usermod", "-u", "1006", "spike")
+    assert world.home("server02", "spike").stat().st_uid == 1006
     plan = world.plan()
+    assert [e for h in plan["hosts"] for e in h["errors"]] == []
 
     tom = next(a for a in actions(plan, "server01") if a["object"]["name"] == "tom-container")
     assert (tom["kind"], tom["object"]["name"], tom["restart"]) == (
@@ -185,7 +203,10 @@ def test_fleet_edit_plans_exactly_those_changes_and_marks_the_restart(world: Wor
         ["default", "cuda-9.0", "cuda-10.0"],
         ["default", "cuda-10.0"],
     )
+    delegation = [a for a in actions(plan, "server02") if a["object"]["kind"] == "delegation"]
+    assert [(a["kind"], a["object"]["name"]) for a in delegation] == [("create", "subuid:1006")]
     spike = [a for a in actions(plan, "server02") if a["object"]["name"] == "spike-container"]
+    assert delegation[0]["id"] in spike[1]["depends_on"]
     assert [(a["kind"], a["restart"]) for a in spike] == [
         ("stop", True),
         ("update", True),
@@ -211,12 +232,20 @@ def test_fleet_edit_plans_exactly_those_changes_and_marks_the_restart(world: Wor
     spike_config = world.config("server02", "spike-container")["config"]
     assert spike_config["raw.idmap"] == "uid 1006 1000\ngid 1005 1000"
     assert '"Hostid":1006' in spike_config["volatile.idmap.current"]
-    # Only the CUDA 9.0 profile nobody on server01 uses any more is left, waiting for --prune.
-    (left,) = [a for h in world.plan()["hosts"] for a in h["actions"]]
-    assert (left["kind"], left["object"]["name"]) == ("delete", "cuda-9.0")
-    assert left["pending"].startswith("kept: deletes happen only with --prune")
+    # Left, waiting for --prune: the CUDA 9.0 profile nobody on server01 uses any more, and
+    # root:1005:1, which the tool added to server02's /etc/subuid and no container maps now.
+    left = [a for h in world.plan()["hosts"] for a in h["actions"]]
+    assert {(a["kind"], a["object"]["name"]) for a in left} == {
+        ("delete", "cuda-9.0"),
+        ("delete", "subuid:1005"),
+    }
+    assert all(a["pending"].startswith("kept: deletes happen only with --prune") for a in left)
+    assert "root:1005:1" in world.handle.exec("server02", "cat", "/etc/subuid").stdout
     assert world.apply("--prune").exit_code == 0
     assert world.lxc("server01", "profile", "list", "--format", "csv").count("cuda-9.0") == 0
+    subuid = world.handle.exec("server02", "cat", "/etc/subuid").stdout.splitlines()
+    assert "root:1005:1" not in subuid and "root:1006:1" in subuid
+    assert "root:1005:1" not in Path("/etc/subuid").read_text().splitlines()
     assert world.cli("plan", "--detailed-exitcode").exit_code == 0
 
 
@@ -283,24 +312,33 @@ def test_an_object_changed_after_the_plan_is_not_overwritten(world: World) -> No
 
 
 def test_a_failure_on_one_host_stops_what_depends_on_it_and_others_go_on(world: World) -> None:
-    # uid 5000 is not delegated to root in /etc/subuid: the container is created but cannot start.
+    # Another program holds server02's /etc/passwd (shadow's lock, as vipw or a useradd that runs
+    # meanwhile would): rex's account cannot be made there, so neither can his container.
     world.edit(
         lambda d: d["users"].update(
             rex={"host": "server02", "template": "base", "uid": 5000, "gid": 5000}
         )
     )
     world.edit(lambda d: d["users"]["tom"].update(cpu=1))
-    home = world.home("server02", "rex")
-    home.mkdir()
-    os.chown(home, 5000, 5000)
-    result = world.apply()
+    world.handle.exec("server02", "sh", "-c", "echo 1 > /etc/passwd.lock")
+    try:
+        result = world.apply()
+    finally:
+        world.handle.exec("server02", "rm", "-f", "/etc/passwd.lock")
     assert result.exit_code == 1
-    assert "start instance rex-container failed" in result.output, result.output
-    assert "/etc/subuid" in result.output  # the delegation hint, in plain words
+    assert "host account rex" in result.output and "cannot lock /etc/passwd" in result.output, (
+        result.output
+    )
+    assert "rex-container" in result.output
+    assert world.lxc("server02", "list", "rex-container", "--format", "csv", "-c", "n") == ""
+    assert world.handle.exec("server02", "getent", "passwd", "rex", check=False).returncode == 2
     assert world.config("server01", "tom-container")["config"]["limits.cpu"] == "1"
 
-    world.relab()  # delegates uid 5000; re-running apply now converges
+    # The lock is gone: re-running apply now converges.
     assert world.apply().exit_code == 0
+    assert world.handle.exec("server02", "getent", "passwd", "rex").stdout.startswith(
+        "rex:x:5000:5000:"
+    )
     assert world.cli("plan", "--detailed-exitcode").exit_code == 0
 
 
@@ -309,8 +347,13 @@ def test_a_removed_user_is_deleted_only_with_prune_and_never_while_protected(
 ) -> None:
     world.edit(lambda d: d["users"].pop("jerry"))
     plan = world.plan()
-    (delete,) = [a for a in actions(plan, "server01") if a["kind"] == "delete"]
+    (delete,) = [
+        a
+        for a in actions(plan, "server01")
+        if a["kind"] == "delete" and a["object"]["kind"] == "instance"
+    ]
     assert delete["pending"].startswith("kept: deletes happen only with --prune")
+    assert "account jerry and /home/jerry stay on server01" in world.cli("plan").output
 
     assert world.apply().exit_code == 0
     assert world.lxc("server01", "list", "jerry-container", "--format", "csv", "-c", "n")
@@ -341,6 +384,9 @@ def test_a_removed_user_is_deleted_only_with_prune_and_never_while_protected(
     assert world.apply("--prune").exit_code == 0
     assert not world.lxc("server01", "list", "jerry-container", "--format", "csv", "-c", "n")
     assert world.home("server01", "jerry").is_dir()  # the user's data stays on the host
+    assert world.handle.exec("server01", "getent", "passwd", "jerry").stdout  # and the account
+    subuid = world.handle.exec("server01", "cat", "/etc/subuid").stdout.splitlines()
+    assert "root:1004:1" not in subuid and "root:1003:1" in subuid  # jerry's delegation went
     assert world.cli("plan", "--detailed-exitcode", "--prune").exit_code == 0
 
 
@@ -354,9 +400,6 @@ def test_templates_are_built_copied_and_never_rebuild_containers(world: World) -
     }
     ann = {"host": "server02", "template": "tools", "uid": 1003, "gid": 1003}
     world.edit(lambda d: (d["templates"].update(tools=tools), d["users"].update(ann=ann)))
-    home = world.home("server02", "ann")
-    home.mkdir(exist_ok=True)
-    os.chown(home, 1003, 1003)
 
     plan = world.plan()
     build = [a for a in actions(plan, "server01") if a["kind"] == "build"]

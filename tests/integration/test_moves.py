@@ -185,9 +185,10 @@ def test_a_busy_gpu_holds_a_restart_a_move_and_a_delete_until_forced(world: Worl
     assert "GPU busy: 1 process, python 21 GiB" in refused.output
     assert names(world, "server02") == {"alice-ws": "Running"}
     assert names(world, "server01") == {}
-    # So is a restart (raw.idmap is applied at start) and the stop before a prune delete.
-    set_user(world, host="server02", uid=1005, gid=1005)
-    world.relab()
+    # So is a restart (raw.idmap is applied at start: alice's ids now map onto container uid
+    # 1001) and the stop before a prune delete.
+    set_user(world, host="server02")
+    world.edit(lambda data: data["defaults"].update(container_uid=1001))
     restart = world.apply("--allow-restart")
     assert "GPU busy" in restart.output and names(world, "server02") == {"alice-ws": "Running"}
     world.edit(lambda data: data.pop("users"))

@@ -74,7 +74,7 @@ def test_base_alias_drops_the_image_server() -> None:
 def test_the_lab_makes_no_homes_accounts_or_delegations() -> None:
     # Each lab host has a system of its own, where the tool's apply makes them.
     fields = set(needs_of(FLEET).__dataclass_fields__)
-    assert fields == {"hosts", "nic_parents", "host_dirs", "image_aliases"}
+    assert fields == {"hosts", "nic_parents", "host_dirs", "image_aliases", "clusters"}
 
 
 def test_preseed_listens_on_loopback_with_a_dir_pool_and_a_root_disk() -> None:
@@ -179,3 +179,54 @@ def test_the_example_fleet_needs_what_the_lab_provides() -> None:
     assert "eno1" in needs.nic_parents
     assert "/usr/local/MATLAB" in needs.host_dirs
     assert needs.image_aliases[0] == "ubuntu/18.04"
+
+
+def test_a_cluster_host_needs_a_daemon_per_member_node1_node2_when_none_are_listed() -> None:
+    fleet = FLEET.model_copy(
+        update={
+            "hosts": {
+                **FLEET.hosts,
+                "dept": FLEET.hosts["server01"].model_copy(update={"cluster": {"members": None}}),
+                "lab2": FLEET.hosts["server01"].model_copy(
+                    update={"cluster": {"members": ("a", "b", "c")}}
+                ),
+            }
+        }
+    )
+    fleet = Fleet.model_validate(fleet.model_dump())
+    needs = needs_of(fleet)
+    assert dict(needs.clusters) == {"dept": ("node1", "node2"), "lab2": ("a", "b", "c")}
+    assert needs.daemons == (
+        "server01", "server02", "dept/node1", "dept/node2", "lab2/a", "lab2/b", "lab2/c",
+    )  # fmt: skip
+
+
+def test_cluster_preseeds_bootstrap_on_the_first_address_and_join_with_the_token() -> None:
+    from lxdgpu_reconcile.lab import cluster
+    from lxdgpu_reconcile.lab.record import HostLab
+
+    def member(name: str, index: int) -> HostLab:
+        address = cluster.address_of(index)
+        return HostLab(
+            name=f"dept/{name}", lxd_dir="/x", port=18443 + index, endpoint="",
+            server_cert="/x/cluster.crt", address=address, cluster="dept", member=name,
+        )  # fmt: skip
+
+    one, two = member("node1", 0), member("node2", 1)
+    boot = yaml.safe_load(cluster.bootstrap_preseed(one))
+    assert boot["config"] == {
+        "core.https_address": "127.0.0.1:18443",
+        "cluster.https_address": "127.0.0.1:18443",
+    }
+    assert boot["cluster"] == {"server_name": "node1", "enabled": True}
+    assert boot["storage_pools"][0]["driver"] == "dir"
+    join = yaml.safe_load(cluster.join_preseed(two, one, "TOKEN"))
+    assert join["config"] == {"core.https_address": "127.0.0.2:18444"}
+    assert join["cluster"]["server_name"] == "node2"
+    assert join["cluster"]["server_address"] == "127.0.0.2:18444"
+    assert join["cluster"]["cluster_address"] == "127.0.0.1:18443"
+    assert join["cluster"]["cluster_token"] == "TOKEN"
+    assert join["cluster"]["member_config"] == [
+        {"entity": "storage-pool", "name": "default", "key": "source", "value": ""}
+    ]
+    assert "storage_pools" not in join and "profiles" not in join  # the cluster's

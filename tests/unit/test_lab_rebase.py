@@ -146,3 +146,60 @@ def test_lab_env_exports_the_hosts_lxd_dir(tmp_path: Path) -> None:
     assert f"# ssh: ssh -F {tmp_path}/ssh/config server02 (sshd on 127.0.0.1:41001)" in text
     with pytest.raises(LabMissingError, match="no host 'nope'"):
         lab_env(tmp_path, "nope")
+
+
+def test_a_cluster_host_is_reached_through_its_first_member_with_the_others_as_fallbacks(
+    tmp_path: Path,
+) -> None:
+    from lxdgpu_reconcile.lab import rebase_fleet
+
+    fleet = Fleet.model_validate(
+        {
+            "version": 1,
+            "hosts": {
+                "dept": {
+                    "endpoint": "https://192.0.2.21:8443",
+                    "server_cert": "/etc/fleet/dept.crt",
+                    "cluster": {"members": ["node1", "node2"]},
+                }
+            },
+        }
+    )
+    lab = tmp_path
+    members = {
+        f"dept/{m}": HostLab(
+            name=f"dept/{m}",
+            lxd_dir=f"{lab}/hosts/dept/{m}",
+            port=40000 + i,
+            endpoint=f"https://127.0.0.{i + 1}:{40000 + i}",
+            server_cert=f"{lab}/hosts/dept/{m}/cluster.crt",
+            system=f"{lab}/sys/dept/{m}",
+            ssh_port=41000 + i,
+            ssh_alias=f"dept-{m}",
+            address=f"127.0.0.{i + 1}",
+            cluster="dept",
+            member=m,
+        )
+        for i, m in enumerate(("node1", "node2"))
+    }
+    state = LabState(
+        dir=str(lab),
+        client_cert=f"{lab}/lxc/client.crt",
+        client_key=f"{lab}/lxc/client.key",
+        lxc_conf=f"{lab}/lxc",
+        host_root=f"{lab}/root",
+        hosts=members,
+        ssh_config=f"{lab}/ssh/config",
+        ssh_key=f"{lab}/ssh/id_ed25519",
+        clusters={"dept": ("dept/node1", "dept/node2")},
+    )
+    dept = rebase_fleet(fleet, state).hosts["dept"]
+    assert dept.endpoint == "https://127.0.0.1:40000"
+    assert dept.server_cert == f"{lab}/hosts/dept/node1/cluster.crt"
+    assert dept.ssh is None
+    assert dept.cluster is not None
+    assert dept.cluster.members == ("node1", "node2")
+    assert dept.cluster.endpoints == ("https://127.0.0.2:40001",)
+    assert dept.cluster.ssh == {"node1": "dept-node1", "node2": "dept-node2"}
+    assert state.host("dept").name == "dept/node1"  # lab env / lab exec dept: the first
+    assert state.host("dept/node2").member == "node2"

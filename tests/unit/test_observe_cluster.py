@@ -71,6 +71,18 @@ def test_a_member_that_is_down_is_not_asked_and_its_containers_are_unseen() -> N
     assert list(snap.instances) == ["frank-container"]
 
 
+def test_a_member_that_stopped_answering_before_lxd_lists_it_offline_is_not_observed() -> None:
+    # LXD 5.0.2 lists the member Online until its heartbeats are overdue, but lists its
+    # instances as Error with null config, and a read of its resources fails.
+    cluster = FakeCluster(cluster_snapshot())
+    cluster.member_down("node2", listed=False)
+    snap = read(cluster)
+    node2 = snap.member("node2")
+    assert node2 is not None and node2.status == members.NOT_ANSWERING and not node2.online
+    assert snap.unseen == {"erin-container": "node2"}
+    assert list(snap.instances) == ["frank-container"]
+
+
 def test_a_fleet_cluster_that_is_a_single_server_is_a_config_error(monkeypatch: Any) -> None:
     single = FakeLxd(state.HostSnapshot(host="dept", endpoint="unix:///x"))
     with pytest.raises(members.NotACluster):

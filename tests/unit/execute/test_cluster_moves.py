@@ -278,3 +278,38 @@ def test_the_plan_holds_a_member_move_whose_gpus_are_busy() -> None:
     assert move.hold is plans.Hold.GPU_BUSY and "apply --force erin-container" in (
         move.pending or ""
     )
+
+
+def test_a_protected_container_is_released_for_the_move_and_protected_again_after() -> None:
+    # LXD 5.0.2's move deletes the source: a protected one fails the move (a real cluster).
+    hosts, cluster, fleet = moved_setup()
+    assert cluster.instances["erin-container"]["config"]["security.protection.delete"] == "true"
+    made = plan_of(fleet, hosts, allow_restart=True)
+    (move,) = made.actions
+
+    result = apply(made, hosts, fleet)[move.id]
+
+    assert result.outcome is Outcome.DONE, result.message
+    assert cluster.location("erin-container") == "node2"
+    assert cluster.instances["erin-container"]["config"]["security.protection.delete"] == "true"
+
+
+def test_the_copy_a_failed_move_left_is_removed_before_the_move_is_tried_again() -> None:
+    hosts, cluster, fleet = moved_setup()
+    uuid = cluster.instances["erin-container"]["config"]["volatile.uuid"]
+    leftover = f"lxd-move-of-{uuid}"
+    cluster.instances[leftover] = {
+        **cluster.instances["erin-container"],
+        "name": leftover,
+        "status": "Stopped",
+        "location": "node2",
+    }
+    made = plan_of(fleet, hosts, allow_restart=True)
+    move = next(a for a in made.actions if a.object.name == "erin-container")
+
+    result = apply(made, hosts, fleet)[move.id]
+
+    assert result.outcome is Outcome.DONE, result.message
+    assert f"removed {leftover}" in result.message
+    assert leftover not in cluster.instances
+    assert cluster.location("erin-container") == "node2"

@@ -169,7 +169,45 @@ def test_a_delegation_is_removed_only_with_prune_and_from_the_ledger() -> None:
     assert host.commands == [] and host.subuid == [("root", 1500, 1)]
     assert _apply(plan, host, prune=True)["h1/delegation/subuid:1500/x"].outcome is Outcome.DONE
     assert host.subuid == [] and host.ledger == []
-    assert ("usermod", "--del-subuids", "1500-1500", "root") in host.commands
+    assert (
+        "sh",
+        "-c",
+        host_actions.SUBID_DROP,
+        "lxdgpu-subid",
+        "/etc/subuid",
+        "1500",
+    ) in host.commands
+    assert not any(c[0] == "usermod" for c in host.commands)  # refused for root on real hosts
+
+
+def test_a_removal_drops_only_the_line_the_tool_added() -> None:
+    host = FakeHost(
+        name="h1",
+        subgid=[("root", 1000, 1000), ("root", 1500, 1), ("tom", 1500, 1)],
+        ledger=["subgid:1500", "subuid:1003"],
+    )
+    result = _apply(_delegation(plans.ActionKind.DELETE, "subgid", 1500), host, prune=True)
+    assert result["h1/delegation/subgid:1500/x"].outcome is Outcome.DONE
+    assert host.subgid == [("root", 1000, 1000), ("tom", 1500, 1)]
+    assert host.ledger == ["subuid:1003"]
+
+
+def test_a_line_already_removed_by_hand_only_leaves_the_ledger() -> None:
+    host = FakeHost(name="h1", subuid=[("root", 100000, 65536)], ledger=["subuid:1500"])
+    result = _apply(_delegation(plans.ActionKind.DELETE, "subuid", 1500), host, prune=True)
+    done = result["h1/delegation/subuid:1500/x"]
+    assert done.outcome is Outcome.DONE and "no longer in /etc/subuid" in done.message
+    assert host.subuid == [("root", 100000, 65536)] and host.ledger == []
+
+
+def test_a_locked_subid_file_fails_the_removal_and_keeps_the_ledger() -> None:
+    host = FakeHost(name="h1", subuid=[("root", 1500, 1)], ledger=["subuid:1500"])
+    host.fail("lxdgpu-subid", "/etc/subuid is locked (/etc/subuid.lock)", returncode=75)
+    result = _apply(_delegation(plans.ActionKind.DELETE, "subuid", 1500), host, prune=True)
+    failed = result["h1/delegation/subuid:1500/x"]
+    assert failed.outcome is Outcome.FAILED and "is locked" in failed.message
+    assert "another program" in failed.hint
+    assert host.subuid == [("root", 1500, 1)] and host.ledger == ["subuid:1500"]
 
 
 def test_a_delegation_the_tool_did_not_add_is_never_removed() -> None:

@@ -29,6 +29,7 @@ from lxdgpu_reconcile.observe import members
 from lxdgpu_reconcile.planning import desired as desiring
 from lxdgpu_reconcile.planning import model as planning
 from lxdgpu_reconcile.planning import planner
+from tests.fakes.cluster import FakeCluster
 from tests.fakes.fleet import FakeFleet
 from tests.fakes.host import Account, FakeHost, Node
 
@@ -105,9 +106,20 @@ def snapshot_from(
     want = desiring.expand(fleet, first, site)
     hosts = {name: _host(name, data, _desired_of(want, name)) for name, data in observed.items()}
     # ``facts``: the host's own system (``host_facts``); without it the host layer is not managed.
+    # ``member_facts``: a cluster member's own system, by member (the same keys as ``facts``).
     return state.FleetSnapshot(
         hosts={
-            name: snap.model_copy(update={"facts": host_facts(name, data, fleet, site)})
+            name: snap.model_copy(
+                update={
+                    "facts": host_facts(name, data, fleet, site),
+                    "member_facts": {
+                        member: found
+                        for member, spec in ((data or {}).get("member_facts") or {}).items()
+                        if (found := host_facts(member, {"facts": spec}, fleet, site, name))
+                        is not None
+                    },
+                }
+            )
             if snap.error is None
             else snap
             for (name, snap), data in zip(hosts.items(), observed.values(), strict=True)
@@ -116,7 +128,11 @@ def snapshot_from(
 
 
 def host_facts(
-    name: str, data: Mapping[str, Any] | None, fleet: Fleet, site: sites.Site
+    name: str,
+    data: Mapping[str, Any] | None,
+    fleet: Fleet,
+    site: sites.Site,
+    host_of: str = "",
 ) -> state.HostFacts | None:
     """A host's facts from a case's ``facts`` (None without it): ``error`` (a message: the
     facts could not be read), or the host's system: ``accounts`` (``{name, uid, gid}``),
@@ -124,7 +140,8 @@ def host_facts(
     when left out), ``files`` (paths of plain files), ``subuid``/``subgid`` (``root:1000:1000``
     lines), ``ledger`` (``subuid:1003`` lines), ``nics`` (interface names the host has) and
     ``nvidia`` (``nvidia-smi -L`` lines; absent: no ``nvidia-smi``). Read as the facts reader
-    would for ``fleet`` (``tests.fakes.host.FakeHost.facts``)."""
+    would for ``fleet`` (``tests.fakes.host.FakeHost.facts``). ``host_of``: the fleet host
+    of cluster member ``name``."""
     spec = (data or {}).get("facts")
     if spec is None:
         return None
@@ -135,7 +152,9 @@ def host_facts(
                 kind=state.HostErrorKind.UNREACHABLE, message=spec["error"], hint="start sshd"
             ),
         )
-    host = FakeHost(name=name, nvidia=tuple(spec["nvidia"]) if "nvidia" in spec else None)
+    host = FakeHost(
+        name=name, host=host_of, nvidia=tuple(spec["nvidia"]) if "nvidia" in spec else None
+    )
     for account in spec.get("accounts") or ():
         host.accounts[account["name"]] = Account(account["name"], account["uid"], account["gid"])
     host.groups.update(spec.get("groups") or {})
@@ -314,6 +333,17 @@ def simulate_apply(
     for name, system in systems.items():
         hosts.hosts[name].delegated_uids = system.delegated("subuid")
         hosts.hosts[name].delegated_gids = system.delegated("subgid")
+    # A cluster's members: a FakeHost each, whose delegations the cluster checks per member.
+    member_systems = {
+        (name, member): FakeHost.from_facts(member, facts, host_of=name)
+        for name, snap in snapshot.hosts.items()
+        for member, facts in snap.member_facts.items()
+        if facts.readable and name in hosts.hosts
+    }
+    for (name, member), system in member_systems.items():
+        cluster = hosts.hosts[name]
+        assert isinstance(cluster, FakeCluster)
+        cluster.member_delegated[member] = (system.delegated("subuid"), system.delegated("subgid"))
     # The authority ``apply`` gives the plan it made: its --adopt and --prune.
     authority = executor.Authority(
         adopt=p.options.adopt, prune=p.options.prune, host_root=site.host_root
@@ -324,7 +354,7 @@ def simulate_apply(
         timeout=5.0,
         connect=hosts.connect,
         authority=authority,
-        open_shell=systems.get,
+        open_shell=Shells(systems, member_systems),
     )
     refused = [r for r in report.results if r.outcome in (Outcome.FAILED, Outcome.SKIPPED)]
     if refused:
@@ -336,12 +366,34 @@ def simulate_apply(
                 update={
                     "facts": systems[name].facts(fleet, site)
                     if name in systems
-                    else snapshot.hosts[name].facts
+                    else snapshot.hosts[name].facts,
+                    "member_facts": {
+                        member: member_systems[name, member].facts(fleet, site)
+                        if (name, member) in member_systems
+                        else facts
+                        for member, facts in snapshot.hosts[name].member_facts.items()
+                    },
                 }
             )
             for name, snap in after.hosts.items()
         }
     )
+
+
+class Shells:
+    """The shells of fake hosts, and of cluster members (``hostshell.member_shell``)."""
+
+    def __init__(
+        self, hosts: Mapping[str, FakeHost], members: Mapping[tuple[str, str], FakeHost]
+    ) -> None:
+        self.hosts = hosts
+        self.members = members
+
+    def __call__(self, host: str) -> FakeHost | None:
+        return self.hosts.get(host)
+
+    def member(self, host: str, member: str) -> FakeHost | None:
+        return self.members.get((host, member))
 
 
 # --- scenarios and golden files -------------------------------------------------------------------
