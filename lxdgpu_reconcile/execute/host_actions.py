@@ -47,17 +47,22 @@ HOST_KINDS = frozenset({ObjectKind.ACCOUNT, ObjectKind.HOME, ObjectKind.DELEGATI
 COMMAND_TIMEOUT = 60.0
 #: ``$0`` of the ledger scripts, as ``ps`` shows them on the host.
 LEDGER_NAME = "lxdgpu-ledger"
-#: Appends the line ``$2`` to ``$1/delegations`` unless it is there.
+#: Appends the line ``$2`` to ``$1/delegations`` unless it is there. The ledger scripts that
+#: change it hold ``flock`` on ``$1/lock``: actions on one host run at once (a removed user's
+#: subuid and subgid lines are dropped together).
 LEDGER_ADD = (
-    'mkdir -p -- "$1" && { grep -qxF -- "$2" "$1/delegations" 2>/dev/null || '
+    'mkdir -p -- "$1" && exec 9>>"$1/lock" && flock -w 60 9 && '
+    '{ grep -qxF -- "$2" "$1/delegations" 2>/dev/null || '
     'printf \'%s\\n\' "$2" >> "$1/delegations"; }'
 )
 #: Exit 0 when ``$1/delegations`` has the line ``$2``, 1 when not.
 LEDGER_HAS = '[ -f "$1/delegations" ] && grep -qxF -- "$2" "$1/delegations"'
-#: Drops the line ``$2`` from ``$1/delegations``.
+#: Drops the line ``$2`` from ``$1/delegations`` (a new file of its own, renamed over it).
 LEDGER_DROP = (
     'f="$1/delegations"; [ -f "$f" ] || exit 0; '
-    '{ grep -vxF -- "$2" "$f"; [ $? -le 1 ]; } > "$f.new" && mv -- "$f.new" "$f"'
+    'exec 9>>"$1/lock" && flock -w 60 9 && t=$(mktemp -- "$f.XXXXXX") || exit 1; '
+    '{ grep -vxF -- "$2" "$f"; [ $? -le 1 ]; } > "$t" && chmod "$(stat -c %a -- "$f")" -- "$t" && '
+    'mv -f -- "$t" "$f" || { rm -f -- "$t"; exit 1; }'
 )
 #: ``$0`` of the script that removes a delegation line.
 SUBID_NAME = "lxdgpu-subid"
@@ -65,16 +70,22 @@ SUBID_NAME = "lxdgpu-subid"
 #: ``usermod --add-subuids $2-$2 root`` appends. Under shadow's own lock (``$1.lock``, taken as
 #: ``useradd`` and ``usermod`` take it: a file ``$1.PID`` holding the pid, linked to it), into a
 #: new file in /etc with the old one's owner and mode, renamed over it. Exit 3 when there is no
-#: such line (nothing changed), 75 when the file is locked.
+#: such line (nothing changed), 75 when the file stayed locked for 15 s (shadow's own tools
+#: try as long).
 SUBID_DROP = r"""f="$1"; line="root:$2:1"
 case "$f" in /etc/subuid|/etc/subgid) ;; *) echo "refusing to edit $f" >&2; exit 2;; esac
 case "$2" in ""|*[!0-9]*) echo "not an id: $2" >&2; exit 2;; esac
 [ -f "$f" ] && grep -qxF -- "$line" "$f" || exit 3
 mine="$f.$$"; lock="$f.lock"
 printf '%s\n' "$$" > "$mine" || exit 1
-if ! ln -- "$mine" "$lock" 2>/dev/null; then
-  rm -f -- "$mine"; echo "$f is locked ($lock): another program is changing it" >&2; exit 75
-fi
+n=0
+until ln -- "$mine" "$lock" 2>/dev/null; do
+  n=$((n + 1))
+  if [ "$n" -ge 15 ]; then
+    rm -f -- "$mine"; echo "$f is locked ($lock): another program is changing it" >&2; exit 75
+  fi
+  sleep 1
+done
 tmp=""
 trap 'rm -f -- "$mine" "$lock" ${tmp:+"$tmp"}' EXIT
 trap "exit 1" HUP INT TERM
@@ -84,8 +95,8 @@ while IFS= read -r l || [ -n "$l" ]; do
   if [ "$gone" = 0 ] && [ "$l" = "$line" ]; then gone=1; continue; fi
   printf '%s\n' "$l"
 done < "$f" > "$tmp" || exit 1
-chown --reference="$f" -- "$tmp" && chmod --reference="$f" -- "$tmp" && sync -- "$tmp" &&
-mv -f -- "$tmp" "$f"
+chown "$(stat -c %u:%g -- "$f")" -- "$tmp" && chmod "$(stat -c %a -- "$f")" -- "$tmp" &&
+sync -- "$tmp" && mv -f -- "$tmp" "$f"
 """
 #: Exit statuses of ``SUBID_DROP``: the line was not there; the file is locked.
 SUBID_ABSENT, SUBID_LOCKED = 3, 75

@@ -158,7 +158,8 @@ def set_password(
     try:
         _push_and_run(client, made, timeout=timeout)
     except LxdError as exc:
-        _remove_files(client, container)
+        if not exc.unanswered:  # a host that gave no answer is not asked again (a timeout each)
+            _remove_files(client, container)
         message = _scrubbed(exc.message, made)
         if isinstance(exc, _Unchanged):
             _restore(store, user, previous)
@@ -194,7 +195,9 @@ def _push_and_run(client: LxdApi, made: Credentials, *, timeout: float) -> None:
             client.push_file(made.container, VNC_FILE, vnc, mode="0600", uid=0, gid=0, what=what)
             vnc_file = VNC_FILE
     except LxdError as exc:
-        raise _Unchanged(exc.message, status=exc.status, hint=exc.hint) from None
+        raise _Unchanged(
+            exc.message, status=exc.status, hint=exc.hint, unanswered=exc.unanswered
+        ) from None
     argv = ["/bin/sh", "-c", SCRIPT, SCRIPT_NAME, made.container_user, PASSWORD_FILE, vnc_file]
     code, _, err = client.exec(
         made.container, argv, timeout=timeout, what=f"set the password in {made.container}"
@@ -230,8 +233,9 @@ def _remove_files(client: LxdApi, container: str) -> None:
     for path in (PASSWORD_FILE, VNC_FILE):
         try:
             client.delete_file(container, path, what=f"remove {path} in {container}")
-        except LxdError:
-            continue
+        except LxdError as exc:
+            if exc.unanswered:
+                return
 
 
 def _scrubbed(text: str, made: Credentials) -> str:

@@ -67,9 +67,7 @@ def start(host: HostLab) -> HostLab:
     if host.system is None:
         raise LabError(f"{host.name}: has no system of its own; run `lxdgpu-reconcile lab up`")
     try:
-        pid = hostsys.start_daemon(
-            Path(lxd_dir), Path(host.system), log=log, visible=(Path(host.system).parent,)
-        )
+        pid = hostsys.start_daemon(Path(lxd_dir), Path(host.system), log=log)
     except LabError as exc:
         raise LabError(f"{host.name}: {exc.message}") from None
     try:

@@ -1,16 +1,13 @@
-"""Each lab host's own system: a copy of this machine's ``/etc``, a ``/home`` and a
-``/var/lib/lxdgpu-reconcile`` of its own.
+"""Each lab host's own system: a copy of this machine's ``/etc`` and a ``/home`` of its own.
 
 Does I/O. A lab host's LXD daemon runs in a mount namespace of its own (``unshare --mount``) in
-which the host's system directory's ``etc``, ``home`` and ``state`` are bound over ``/etc``,
-``/home`` and ``/var/lib/lxdgpu-reconcile`` (where the tool keeps its ledger of the delegations
-it added). Everything started in that namespace (the daemon, its containers, the host's sshd,
-``lab exec``) sees the host's own accounts, id delegations (``/etc/subuid``, ``/etc/subgid``),
-homes and ledger; this machine's are never written. Whole directories are bound, never single
-files: ``useradd`` replaces ``/etc/passwd`` by renaming ``/etc/passwd+`` over it, which would
-reach this machine's directory through a file bound on its own. A lab directory below
-``/var/lib/lxdgpu-reconcile`` (the default one) stays visible in the namespace: its entry there
-is bound back into the host's own ``state``.
+which the host's system directory's ``etc`` and ``home`` are bound over ``/etc`` and ``/home``.
+Everything started in that namespace (the daemon, its containers, the host's sshd, ``lab
+exec``) sees the host's own accounts, id delegations (``/etc/subuid``, ``/etc/subgid``), homes
+and the tool's ledger of the delegations it added (``/etc/lxdgpu-reconcile``); this machine's
+are never written. Whole directories are bound, never single files: ``useradd`` replaces
+``/etc/passwd`` by renaming ``/etc/passwd+`` over it, which would reach this machine's directory
+through a file bound on its own.
 
 ``start_daemon`` starts one daemon in a namespace of its own given its directories (the lab's
 hosts use it; so can a lab cluster's members). ``namespace_of``, ``sees_system`` and
@@ -33,22 +30,17 @@ from lxdgpu_reconcile.lab.faults import LabError
 from lxdgpu_reconcile.lab.system import pid_gone, run
 
 MACHINE_ETC = Path("/etc")
-#: The tool's own directory on a host (its ledger of delegations); also the lab's registry's.
+#: The tool's own directory on this machine (the lab's registry, the default lab directory).
 TOOL_STATE = Path("/var/lib/lxdgpu-reconcile")
 #: This machine's directories that each lab host has one of its own of, bound over them in its
-#: namespace: a copy of /etc, an empty /home, an empty tool directory.
-OWN_DIRS = {"etc": MACHINE_ETC, "home": Path("/home"), "state": TOOL_STATE}
+#: namespace: a copy of /etc, an empty /home.
+OWN_DIRS = {"etc": MACHINE_ETC, "home": Path("/home")}
 
 #: Runs in the new namespace: make every mount private (nothing propagates back to this
-#: machine's namespace), bind the host's own directories (first binding back into its own tool
-#: directory each of ``$5`` entries of this machine's that must stay visible), then become the
-#: daemon (same pid).
+#: machine's namespace), bind the host's own directories, then become the daemon (same pid).
 _NAMESPACE_SCRIPT = (
     'mount --make-rprivate / && mount --bind "$1" /etc && mount --bind "$2" /home && '
-    'own="$3" && tool="$4" && n="$5" && shift 5 && '
-    'while [ "$n" -gt 0 ]; do mount --bind "$tool/$1" "$own/$1" || exit 1; '
-    "n=$((n - 1)); shift; done && "
-    'mount --rbind "$own" "$tool" && exec "$@"'
+    'shift 2 && exec "$@"'
 )
 #: Starts the namespace detached (not a child of this process) and prints its pid, which stays
 #: the daemon's pid: ``unshare`` and the script each exec the next program.
@@ -61,22 +53,6 @@ def etc_of(system: Path) -> Path:
 
 def home_of(system: Path) -> Path:
     return system / "home"
-
-
-def state_of(system: Path) -> Path:
-    return system / "state"
-
-
-def kept_entries(paths: Iterable[Path]) -> tuple[str, ...]:
-    """The entries of this machine's tool directory that ``paths`` (absolute) are in, which a
-    lab host's namespace must still show there (a lab directory below it)."""
-    kept = []
-    for path in paths:
-        if path.is_relative_to(TOOL_STATE) and path != TOOL_STATE:
-            entry = path.relative_to(TOOL_STATE).parts[0]
-            if entry not in kept:
-                kept.append(entry)
-    return tuple(kept)
 
 
 def make_system(system: Path) -> bool:
@@ -95,10 +71,10 @@ def make_system(system: Path) -> bool:
         run(["cp", "-a", "--", str(MACHINE_ETC), str(partial)], what=f"copy /etc to {partial}")
         partial.rename(etc)
         made = True
-    for own in (home_of(system), state_of(system)):
-        if not own.is_dir():
-            own.mkdir()
-            own.chmod(0o755)
+    home = home_of(system)
+    if not home.is_dir():
+        home.mkdir()
+        home.chmod(0o755)
     for name in ("subuid", "subgid"):
         idmap.add_lines(etc / name, ())
     return made
@@ -109,28 +85,21 @@ def start_daemon(
     system: Path,
     *,
     log: Path,
-    visible: Iterable[Path] = (),
     env: Mapping[str, str] | None = None,
 ) -> int:
     """Start an LXD daemon for ``lxd_dir`` in a mount namespace of its own where ``system``'s
-    ``etc``, ``home`` and ``state`` are /etc, /home and the tool's directory; detached, logging
-    to ``log``. ``lxd_dir``, ``system``, ``log`` and ``visible`` stay where they are in the
-    namespace. Returns the daemon's pid (the namespace's first process). Does not wait until
-    it is ready."""
-    for directory in (etc_of(system), home_of(system), state_of(system)):
+    ``etc`` and ``home`` are /etc and /home; detached, logging to ``log``. ``lxd_dir``,
+    ``system`` and ``log`` stay where they are in the namespace. Returns the daemon's pid (the
+    namespace's first process). Does not wait until it is ready."""
+    for directory in (etc_of(system), home_of(system)):
         if not directory.is_dir():
             raise LabError(f"{directory} is missing; run `lxdgpu-reconcile lab up` again")
-    kept = kept_entries([lxd_dir, system, log, *visible])
-    TOOL_STATE.mkdir(mode=0o755, parents=True, exist_ok=True)
-    for entry in kept:
-        (state_of(system) / entry).mkdir(exist_ok=True)
     daemon = ["lxd", "--group", "root", "--logfile", str(log)]
     argv = [
         "sh", "-c", _DETACH_SCRIPT, "lab-detach", f"{log}.out",
         "unshare", "--mount", "--propagation", "private", "--",
         "sh", "-c", _NAMESPACE_SCRIPT, "lab-namespace",
-        str(etc_of(system)), str(home_of(system)), str(state_of(system)), str(TOOL_STATE),
-        str(len(kept)), *kept, *daemon,
+        str(etc_of(system)), str(home_of(system)), *daemon,
     ]  # fmt: skip
     out = subprocess.run(
         argv,
@@ -193,8 +162,8 @@ def _same_file(one: str | Path, two: str | Path) -> bool:
 
 
 def sees_system(pid: int | None, system: Path) -> bool:
-    """Whether ``pid`` lives in a namespace of its own, not this machine's, where /etc, /home
-    and the tool's directory are ``system``'s."""
+    """Whether ``pid`` lives in a namespace of its own, not this machine's, where /etc and
+    /home are ``system``'s."""
     ns = namespace_of(pid)
     if ns is None or ns == own_namespace():
         return False

@@ -6,7 +6,8 @@ understands exactly the argument vectors ``execute.host_actions`` sends, refusin
 commands refuse (``useradd`` without its group, a taken name or uid, ``groupadd`` of a taken gid,
 ``mkdir`` over a file, ``usermod --del-subuids`` of root, who always has running processes).
 Anything else exits 127. ``facts`` gives the ``state.HostFacts`` the facts reader
-(``observe.host_facts``) would read for a fleet; ``from_facts`` builds a host from such facts. ``fail`` injects a failure of a program; ``commands`` records every argv run.
+(``observe.host_facts``) would read for a fleet; ``from_facts`` builds a host from such facts.
+``fail`` injects a failure of a program; ``commands`` records every argv run.
 """
 
 from __future__ import annotations

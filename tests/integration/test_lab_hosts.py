@@ -16,6 +16,7 @@ import pytest
 
 from lxdgpu_reconcile.lab import hostsys, lab_up
 from lxdgpu_reconcile.lab.system import pid_gone
+from lxdgpu_reconcile.observe.host_facts import LEDGER
 from lxdgpu_reconcile.observe.transport import open_shell
 from tests.integration.conftest import LabHandle
 
@@ -66,7 +67,7 @@ def test_an_account_made_on_one_lab_host_is_on_no_other_and_not_on_this_machine(
 
 
 def test_the_tools_ledger_on_a_lab_host_is_that_hosts_own(lab: LabHandle) -> None:
-    ledger = Path("/var/lib/lxdgpu-reconcile/delegations")
+    ledger = Path(LEDGER)
     before = ledger.read_bytes() if ledger.exists() else None
     line = f"subuid:{2983 + uuid.uuid4().int % 1000}"
     append = 'mkdir -p "$1" && printf "%s\\n" "$2" >> "$1/delegations"'
@@ -74,7 +75,8 @@ def test_the_tools_ledger_on_a_lab_host_is_that_hosts_own(lab: LabHandle) -> Non
     try:
         assert wrote.returncode == 0, wrote.stderr
         system = Path(lab.state.hosts["server01"].system or "")
-        assert line in (system / "state" / "delegations").read_text().splitlines()
+        own = system / ledger.relative_to("/")
+        assert line in own.read_text().splitlines()
         other = lab_exec(lab, "server02", "cat", str(ledger))
         assert line not in other.stdout.splitlines()
         assert (ledger.read_bytes() if ledger.exists() else None) == before

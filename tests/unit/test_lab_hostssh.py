@@ -96,12 +96,6 @@ def test_a_lab_dir_that_a_lab_host_would_hide_is_refused() -> None:
             check_lab_dir(Path(hidden), ("server01",))
 
 
-def test_a_lab_dir_below_the_tools_directory_stays_visible_to_its_hosts() -> None:
-    lab = hostsys.TOOL_STATE / "lab"
-    assert hostsys.kept_entries([lab / "hosts" / "s1", lab / "sys", Path("/var/tmp/x")]) == ("lab",)
-    assert hostsys.kept_entries([Path("/var/tmp/lab/sys")]) == ()
-
-
 def test_nothing_is_ever_entered_or_killed_in_this_machines_namespace() -> None:
     # This process lives in the machine's own namespace: it never counts as a lab host's.
     assert hostsys.processes_in(hostsys.own_namespace()) == []

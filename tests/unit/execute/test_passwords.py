@@ -32,6 +32,7 @@ from lxdgpu_reconcile.execute.results import ActionResult, Outcome
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.lab import image
 from lxdgpu_reconcile.observe import lxdapi
+from lxdgpu_reconcile.observe.lxderrors import LxdError
 from lxdgpu_reconcile.planning import model as plans
 from lxdgpu_reconcile.planning import planner
 from tests.fakes.fleet import FakeFleet
@@ -238,6 +239,22 @@ def test_a_failed_password_fails_the_start_says_what_to_do_and_removes_the_files
     assert kept is not None and kept.set_at is None
     assert kept.password not in results[START].message
     assert container.seen and not [p for _, p in hosts.hosts["h1"].files if "lxdgpu" in p]
+
+
+def test_a_host_that_stops_answering_is_not_asked_again_to_remove_the_files(
+    store: stored.CredentialStore,
+) -> None:
+    plan, hosts = _plan(FLEET)
+
+    def silent(instance: str, argv: tuple[str, ...], env: Mapping[str, str]) -> Any:
+        raise LxdError("set the password: the host did not answer within 5 s", unanswered=True)
+
+    hosts.hosts["h1"].argv_handler = silent
+    results = _apply(plan, hosts, FLEET, store)
+    assert results[START].outcome is Outcome.FAILED
+    assert "did not answer" in results[START].message
+    # Each request to a silent host waits a whole timeout: the clean-up is not tried.
+    assert not [w for w in hosts.hosts["h1"].writes if w.startswith("DELETE instances/")]
 
 
 def test_a_reset_that_changed_nothing_keeps_the_stored_password(
