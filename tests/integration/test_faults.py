@@ -204,13 +204,15 @@ def test_a_host_that_stops_answering_is_skipped_within_seconds(faults: Faults) -
         os.kill(pid, signal.SIGCONT)
 
     assert apply.returncode == 1, out
-    # One timeout (5 s) for what hung, then the rest at once. A timeout per action would take at
-    # least 20 s here (dan's create, then dan's start, eve's create and eve's start, 5 s each);
-    # the bound leaves room for a loaded machine and still tells the two apart.
-    assert took < 14, f"the apply took {took:.1f}s after LXD stopped answering:\n{out}"
+    # One timeout (5 s) for what hung, then the rest at once: exactly one action waited for its
+    # answer, every other action of that host is skipped without waiting. (A timeout per action
+    # would show four: dan's create, then dan's start, eve's create and eve's start.) The other
+    # host's work, its accounts over ssh included, runs meanwhile, so the wall time is only
+    # bounded loosely, against a hang.
+    assert out.count("did not answer within 5 s") == 1, out
+    assert took < 60, f"the apply took {took:.1f}s after LXD stopped answering:\n{out}"
     assert "host stopped answering" in out
     assert "HTTPSConnectionPool" not in out and "Max retries" not in out
-    assert "did not answer within 5 s" in out
     assert "flt2: start instance fay-container done" in out
     assert faults.instance("flt2", "fay-container")["status"] == "Running"
 
