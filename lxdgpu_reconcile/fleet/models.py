@@ -130,7 +130,7 @@ CpuLimit = Annotated[int | str, BeforeValidator(_cpu)]
 class Defaults(Model):
     """Settings every user container gets unless the user overrides them."""
 
-    container_user: NonEmpty = Field(
+    container_user: UserName = Field(
         "ubuntu", description="The user inside every container that host users map onto."
     )
     container_uid: int = Field(
