@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner, Result
 
+from lxdgpu_reconcile.cli import app
 from lxdgpu_reconcile.fleet.loading import load_fleet
 from lxdgpu_reconcile.fleet.models import Fleet
 from lxdgpu_reconcile.lab import (
@@ -60,6 +62,11 @@ class LabHandle:
             "LXD_CONF": self.state.lxc_conf,
         }
 
+    def cli(self, *args: str) -> Result:
+        """``lxdgpu-reconcile ARGS -f FLEET --lab DIR``, run in this process (typer's runner)."""
+        argv = [*args, "-f", str(self.fleet_path), "--lab", str(self.dir)]
+        return CliRunner().invoke(app, argv, catch_exceptions=False)
+
     def lxc(
         self, host: str, *args: str, check: bool = True, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
@@ -90,6 +97,14 @@ class LabHandle:
         if check and done.returncode != 0:
             pytest.fail(f"lab exec {host} -- {' '.join(command)} failed: {done.stderr.strip()}")
         return done
+
+
+def output_of(result: Result) -> str:
+    """What a command run by ``LabHandle.cli`` printed, standard error included."""
+    try:
+        return result.output + result.stderr
+    except ValueError:  # stderr not captured apart
+        return result.output
 
 
 def cannot_run(reason: str) -> None:

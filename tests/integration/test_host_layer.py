@@ -27,13 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from lxdgpu_reconcile.cli import app
 from lxdgpu_reconcile.lab import lab_up
 from lxdgpu_reconcile.lab.system import pid_gone
 from lxdgpu_reconcile.observe.host_facts import LEDGER
-from tests.integration.conftest import LabHandle
+from tests.integration.conftest import LabHandle, output_of
 
 pytestmark = pytest.mark.lxd
 
@@ -80,20 +78,8 @@ users:
 MACHINE_FILES = ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/subuid", "/etc/subgid")
 
 
-def _cli(handle: LabHandle, *args: str) -> Result:
-    argv = [*args, "-f", str(handle.fleet_path), "--lab", str(handle.dir)]
-    return CliRunner().invoke(app, argv, catch_exceptions=False)
-
-
-def _output(result: Result) -> str:
-    try:
-        return result.output + result.stderr
-    except ValueError:  # stderr not captured apart
-        return result.output
-
-
 def _plan(handle: LabHandle) -> tuple[int, dict[str, Any]]:
-    result = _cli(handle, "plan", "--format", "json")
+    result = handle.cli("plan", "--format", "json")
     data: dict[str, Any] = json.loads(result.stdout)
     return result.exit_code, data
 
@@ -131,8 +117,8 @@ def test_a_new_user_is_one_fleet_entry_with_nothing_typed_on_the_host(
     for host, user in (("hl1", "tom"), ("hl2", "amy")):
         assert handle.exec(host, "getent", "passwd", user, check=False).returncode == 2
 
-    shown = _cli(handle, "plan")
-    assert shown.exit_code == 0, _output(shown)
+    shown = handle.cli("plan")
+    assert shown.exit_code == 0, output_of(shown)
     for line in (
         "+ host account tom (uid 1003, gid 1003, shell nologin, home /home/tom 0750)",
         "+ subuid root:1003:1",
@@ -140,9 +126,9 @@ def test_a_new_user_is_one_fleet_entry_with_nothing_typed_on_the_host(
         "hl1: NVIDIA driver: not checked (no GPU in the lab)",
     ):
         assert line in shown.output, shown.output
-    plan_json = _cli(handle, "plan", "--format", "json")
-    applied = _cli(handle, "apply", "--yes")
-    assert applied.exit_code == 0, _output(applied)
+    plan_json = handle.cli("plan", "--format", "json")
+    applied = handle.cli("apply", "--yes")
+    assert applied.exit_code == 0, output_of(applied)
 
     # The account: the fleet's uid and gid, the nologin shell, locked, no password.
     passwd = handle.exec("hl1", "getent", "passwd", "tom").stdout.strip()
@@ -174,8 +160,8 @@ def test_a_new_user_is_one_fleet_entry_with_nothing_typed_on_the_host(
     assert handle.exec("hl1", "getent", "passwd", "amy", check=False).stdout == ""
     assert _machine_files() == before
 
-    again = _cli(handle, "plan", "--detailed-exitcode")
-    assert again.exit_code == 0, _output(again)
+    again = handle.cli("plan", "--detailed-exitcode")
+    assert again.exit_code == 0, output_of(again)
     assert "No changes" in again.output
 
     # The first password: in the credentials file only, and kept by a second apply.
@@ -185,14 +171,14 @@ def test_a_new_user_is_one_fleet_entry_with_nothing_typed_on_the_host(
     assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
     kept = json.loads(path.read_text())
     assert kept["container_user"] == "ubuntu" and len(kept["password"]) >= 12
-    second = _cli(handle, "apply", "--yes")
-    assert second.exit_code == 0, _output(second)
+    second = handle.cli("apply", "--yes")
+    assert second.exit_code == 0, output_of(second)
     assert json.loads(path.read_text()) == kept
-    status = _cli(handle, "status", "--format", "json")
+    status = handle.cli("status", "--format", "json")
     texts = {
         "plan --format json": plan_json.stdout,
-        "apply": _output(applied),
-        "second apply": _output(second),
+        "apply": output_of(applied),
+        "second apply": output_of(second),
         "status --format json": status.stdout,
         **{
             f"sshd log of {host}": (handle.dir / "sys" / host / "sshd" / "sshd.log").read_text()
@@ -220,7 +206,7 @@ def test_preflight_stops_one_host_before_any_write_and_the_other_is_applied(
     assert hl2["errors"] == [] and hl2["applyable"]
     assert any(a["object"]["name"] == "amy" for a in hl2["actions"])
 
-    result = _cli(handle, "apply", "--yes")
+    result = handle.cli("apply", "--yes")
     assert result.exit_code == 1
     assert "cuda-10.0" in result.output
     _nothing_of(handle, "hl1", "tom", 1003)
@@ -244,7 +230,7 @@ def test_preflight_stops_one_host_before_any_write_and_the_other_is_applied(
     assert [e["code"] for e in hl1["errors"]] == ["missing-nic-parent"], hl1["errors"]
     assert "lxnope9" in hl1["errors"][0]["message"]
     assert hl2["errors"] == []
-    result = _cli(handle, "apply", "--yes")
+    result = handle.cli("apply", "--yes")
     assert result.exit_code == 1
     _nothing_of(handle, "hl1", "tom", 1003)
     config = json.loads(handle.lxc("hl2", "query", "/1.0/instances/amy-container").stdout)
@@ -252,10 +238,10 @@ def test_preflight_stops_one_host_before_any_write_and_the_other_is_applied(
 
     # Without the profile, hl1 is applied as any host.
     handle.fleet_path.write_text(text.replace(", profiles: [lan2]}", "}"))
-    result = _cli(handle, "apply", "--yes")
-    assert result.exit_code == 0, _output(result)
+    result = handle.cli("apply", "--yes")
+    assert result.exit_code == 0, output_of(result)
     assert handle.exec("hl1", "getent", "passwd", "tom").stdout.startswith("tom:x:1003:")
-    assert _cli(handle, "plan", "--detailed-exitcode").exit_code == 0
+    assert handle.cli("plan", "--detailed-exitcode").exit_code == 0
 
 
 def test_a_refused_host_key_and_a_silent_sshd_are_errors_of_that_host_alone(
@@ -303,12 +289,12 @@ def test_a_refused_host_key_and_a_silent_sshd_are_errors_of_that_host_alone(
     assert any("sshd" in fix for fix in error["fixes"]), error
     hl1 = _host(plan, "hl1")
     assert hl1["errors"] == [] and any(a["object"]["name"] == "tom" for a in hl1["actions"])
-    result = _cli(handle, "apply", "--yes")
+    result = handle.cli("apply", "--yes")
     assert result.exit_code == 1
     assert handle.exec("hl1", "getent", "passwd", "tom").stdout.startswith("tom:x:1003:")
     assert handle.exec("hl2", "getent", "passwd", "amy", check=False).returncode == 2
 
     lab_up(handle.spec, handle.dir)  # starts hl2's sshd again
-    result = _cli(handle, "apply", "--yes")
-    assert result.exit_code == 0, _output(result)
-    assert _cli(handle, "plan", "--detailed-exitcode").exit_code == 0
+    result = handle.cli("apply", "--yes")
+    assert result.exit_code == 0, output_of(result)
+    assert handle.cli("plan", "--detailed-exitcode").exit_code == 0

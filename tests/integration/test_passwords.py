@@ -21,10 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from lxdgpu_reconcile.cli import app
-from tests.integration.conftest import LabHandle
+from tests.integration.conftest import LabHandle, output_of
 
 pytestmark = pytest.mark.lxd
 
@@ -59,18 +57,6 @@ users:
 """
 
 
-def _cli(handle: LabHandle, *args: str) -> Result:
-    argv = [*args, "-f", str(handle.fleet_path), "--lab", str(handle.dir)]
-    return CliRunner().invoke(app, argv, catch_exceptions=False)
-
-
-def _output(result: Result) -> str:
-    try:
-        return result.output + result.stderr
-    except ValueError:  # stderr not captured apart
-        return result.output
-
-
 def _shadow_line(handle: LabHandle, container: str) -> list[str]:
     shadow = handle.lxc("pw01", "exec", container, "--", "cat", "/etc/shadow").stdout
     return next(line for line in shadow.splitlines() if line.startswith("ubuntu:")).split(":")
@@ -93,14 +79,13 @@ def test_first_passwords_are_set_expired_kept_private_and_never_shown(
     lab_factory: Callable[[str], LabHandle], tmp_path: Path
 ) -> None:
     handle = lab_factory(FLEET)
-    plan_before = _cli(handle, "plan", "--format", "json")
-    assert plan_before.exit_code == 0, _output(plan_before)
+    plan_before = handle.cli("plan", "--format", "json")
+    assert plan_before.exit_code == 0, output_of(plan_before)
 
-    applied = _cli(handle, "apply", "--yes", "--target", "tom")
-    assert applied.exit_code == 0, _output(applied)
+    applied = handle.cli("apply", "--yes", "--target", "tom")
+    assert applied.exit_code == 0, output_of(applied)
     log, metrics = tmp_path / "reconcile.jsonl", tmp_path / "metrics.prom"
-    reconciled = _cli(
-        handle,
+    reconciled = handle.cli(
         "reconcile",
         "--log-file",
         str(log),
@@ -109,7 +94,7 @@ def test_first_passwords_are_set_expired_kept_private_and_never_shown(
         "--lock-file",
         str(tmp_path / "lock"),
     )
-    assert reconciled.exit_code in (0, 2), _output(reconciled)
+    assert reconciled.exit_code in (0, 2), output_of(reconciled)
 
     store = handle.dir / "credentials"
     assert stat.S_IMODE(os.lstat(store).st_mode) == 0o700
@@ -134,25 +119,25 @@ def test_first_passwords_are_set_expired_kept_private_and_never_shown(
         left = handle.lxc("pw01", "exec", container, "--", "ls", "-a", "/root", check=False).stdout
         assert ".lxdgpu" not in left
 
-    plan_after = _cli(handle, "plan", "--format", "json")
-    assert plan_after.exit_code == 0, _output(plan_after)
-    again = _cli(handle, "apply", "--yes")
-    assert again.exit_code == 0, _output(again)
+    plan_after = handle.cli("plan", "--format", "json")
+    assert plan_after.exit_code == 0, output_of(plan_after)
+    again = handle.cli("apply", "--yes")
+    assert again.exit_code == 0, output_of(again)
     for user in ("tom", "ann"):
         assert json.loads((store / f"{user}.json").read_text()) == kept[user]
         assert _verifies(kept[user]["password"], _shadow_line(handle, f"{user}-container")[1])
 
-    shown = _cli(handle, "credentials", "tom")
+    shown = handle.cli("credentials", "tom")
     assert shown.exit_code == 0 and kept["tom"]["password"] in shown.stdout
 
     texts = {
         "plan before": plan_before.stdout,
-        "apply": _output(applied),
-        "reconcile": _output(reconciled),
+        "apply": output_of(applied),
+        "reconcile": output_of(reconciled),
         "reconcile log": log.read_text(),
         "metrics": metrics.read_text(),
         "plan after": plan_after.stdout,
-        "second apply": _output(again),
+        "second apply": output_of(again),
         "lxd log": _lxd_logs(handle),
     }
     secrets = [v for k in kept.values() for v in (k["password"], k["vnc_password"])]
@@ -166,20 +151,20 @@ def test_reset_password_sets_a_new_one_in_the_running_container(
     handle = lab_factory(
         FLEET.replace("  ann: {host: pw01, template: desk, uid: 1004, gid: 1004}\n", "")
     )
-    assert _cli(handle, "apply", "--yes").exit_code == 0
+    assert handle.cli("apply", "--yes").exit_code == 0
     store = handle.dir / "credentials"
     old = json.loads((store / "tom.json").read_text())
-    reset = _cli(handle, "reset-password", "tom", "--yes")
-    assert reset.exit_code == 0, _output(reset)
+    reset = handle.cli("reset-password", "tom", "--yes")
+    assert reset.exit_code == 0, output_of(reset)
     new = json.loads((store / "tom.json").read_text())
     assert new["password"] != old["password"]
     line = _shadow_line(handle, "tom-container")
     assert _verifies(new["password"], line[1]) and line[2] == "0"
-    assert new["password"] not in _output(reset)
+    assert new["password"] not in output_of(reset)
     handle.lxc("pw01", "stop", "tom-container")
-    stopped = _cli(handle, "reset-password", "tom", "--yes")
+    stopped = handle.cli("reset-password", "tom", "--yes")
     assert stopped.exit_code == 1
-    assert "is stopped" in _output(stopped) and "lxc start" in _output(stopped)
+    assert "is stopped" in output_of(stopped) and "lxc start" in output_of(stopped)
     assert json.loads((store / "tom.json").read_text()) == new
 
 
