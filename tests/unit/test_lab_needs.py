@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from lxdgpu_reconcile.fleet.models import Fleet
+from lxdgpu_reconcile.fleet.models import Cluster, Fleet
 from lxdgpu_reconcile.lab import daemon, image, needs_of
 from lxdgpu_reconcile.lab.certs import lxc_config
 from lxdgpu_reconcile.lab.needs import base_alias
@@ -186,9 +186,9 @@ def test_a_cluster_host_needs_a_daemon_per_member_node1_node2_when_none_are_list
         update={
             "hosts": {
                 **FLEET.hosts,
-                "dept": FLEET.hosts["server01"].model_copy(update={"cluster": {"members": None}}),
+                "dept": FLEET.hosts["server01"].model_copy(update={"cluster": Cluster()}),
                 "lab2": FLEET.hosts["server01"].model_copy(
-                    update={"cluster": {"members": ("a", "b", "c")}}
+                    update={"cluster": Cluster(members=("a", "b", "c"))}
                 ),
             }
         }
