@@ -41,6 +41,12 @@ def _no_separator(value: str) -> str:
             f"{value!r} contains ':' or '/', which lxc uses to separate remotes and paths; "
             "choose a name without them"
         )
+    if value.startswith(".") or any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError(
+            f"{value!r} starts with '.' or holds a space or a control character; names also "
+            "name files and folders (the lab's, an ssh config's hosts): choose letters, digits, "
+            "'-', '_' and '.' (not first)"
+        )
     return value
 
 
