@@ -150,6 +150,16 @@ def check_body(
         plans.CreateInstanceBody | plans.InstanceBody | plans.ProfileBody | plans.MoveInstanceBody,
     ):
         return
+    if isinstance(body, plans.CreateInstanceBody) and body.first_password not in (
+        None,
+        fleet.defaults.container_user,
+    ):
+        raise NotAllowed(
+            f"{action.object} on {action.host}: the plan sets a first password for "
+            f"{body.first_password}, and the fleet file's container user is "
+            f"{fleet.defaults.container_user}; nothing was written",
+            hint=_REPLAN,
+        )
     live_config = (current or {}).get("config") or {}
     live_devices = (current or {}).get("devices") or {}
     config: Mapping[str, str] = {k: v for k, v in body.config.items() if live_config.get(k) != v}

@@ -141,6 +141,19 @@ def test_a_privileged_key_in_a_create_body_is_refused() -> None:
     assert hosts.hosts["h1"].writes == [] and "tom-container" not in hosts.hosts["h1"].instances
 
 
+def test_a_first_password_for_another_container_user_is_refused() -> None:
+    made, snapshot = plan_for({"h1": {}})
+    create = next(a for a in made.actions if a.kind is plans.ActionKind.CREATE)
+    assert isinstance(create.body, plans.CreateInstanceBody)
+    assert create.body.first_password == FLEET.defaults.container_user
+    body = create.body.model_copy(update={"first_password": "root"})
+    hosts = FakeFleet(snapshot)
+    results = apply(replace_action(made, create.id, body=body), hosts, NOTHING)
+    assert results[create.id].outcome is Outcome.FAILED
+    assert "a first password for root" in results[create.id].message
+    assert hosts.hosts["h1"].writes == [] and "tom-container" not in hosts.hosts["h1"].instances
+
+
 def test_the_hosts_root_mounted_by_an_update_body_is_refused() -> None:
     container = {"as_desired": True, "config": {"limits.cpu": "3"}}
     made, snapshot = plan_for({"h1": {"instances": {"tom-container": container}}})
